@@ -1,0 +1,61 @@
+# Weft: build, test, demo and benchmark on a Debian (12) node, as root.
+#
+#   make demo [DURATION=N]   set up a throwaway node (netns + cgroups) and watch capture work
+#   make test [TEST_ARGS=…]  every test (unit and integration; integration tests need root)
+#   make bench [QUICK=1]     the cost of capture: direct vs captured, one run
+#   make build | deps | clean
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+.PHONY: deps build build-release test demo bench clean
+
+# The Swift toolchain of this machine kind lives in /opt/swift; use it when
+# `swift` is not already on PATH.
+export PATH := $(PATH):/opt/swift/usr/bin
+SWIFT ?= swift
+TEST_ARGS ?=
+DURATION ?=
+
+# Debian packages the build (libbpf through pkg-config), the tests, the demo
+# and the benchmark need. nginx is accepted in any flavour; nginx-light is
+# installed when none is.
+DEB_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libssl-dev pkg-config iproute2 bpftool \
+                util-linux procps python3 wrk curl
+NGINX_FLAVOURS := nginx-light nginx nginx-core nginx-full nginx-extras
+
+deps:
+	@set -euo pipefail; \
+	installed() { dpkg-query -W -f='$${Status}' "$$1" 2>/dev/null | grep -q ' ok installed$$'; }; \
+	missing=""; \
+	for p in $(DEB_PACKAGES); do installed "$$p" || missing="$$missing $$p"; done; \
+	ngx=""; for p in $(NGINX_FLAVOURS); do if installed "$$p"; then ngx="$$p"; break; fi; done; \
+	[ -n "$$ngx" ] || missing="$$missing nginx-light"; \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; exit 0; fi; \
+	echo "deps: installing$$missing"; \
+	if [ "$$(id -u)" != 0 ]; then echo "deps: need root to install$$missing" >&2; exit 1; fi; \
+	if [ ! -e /usr/sbin/policy-rc.d ]; then \
+		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+		trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
+	fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq; \
+	apt-get install -y -qq --no-install-recommends $$missing
+
+build: deps
+	$(SWIFT) build
+
+build-release: deps
+	$(SWIFT) build -c release
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test $(TEST_ARGS)
+
+demo: build
+	DURATION="$(DURATION)" bash Tests/demo/demo.sh
+
+bench: build-release
+	bash Benchmarks/capture/run.sh
+
+clean:
+	rm -rf .build Benchmarks/capture/results/runs

@@ -1,0 +1,103 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Modules by layer (see docs/architecture.md):
+//   WeftCore    value types, no I/O
+//   CLibBPF     libbpf through pkg-config;  CWeftShim  C helpers sharing bpf/weft_abi.h
+//   WeftBPF     loads, pins, attaches and checks the eBPF programs from bpf/
+//   WeftProxy   the node proxy's data path (SwiftNIO)
+//   WeftAgent   weftd's wiring: config, discovery, reconcile, admin server
+//   weftd, weftctl   thin mains
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "weft",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "weftd", targets: ["weftd"]),
+        .executable(name: "weftctl", targets: ["weftctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .target(name: "WeftCore", swiftSettings: swiftSettings),
+        .systemLibrary(
+            name: "CLibBPF",
+            pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev", "libelf-dev", "zlib1g-dev"])]
+        ),
+        .target(name: "CWeftShim", dependencies: ["CLibBPF"]),
+        .executableTarget(name: "weft-bpf-embed", path: "Plugins/Tools/weft-bpf-embed"),
+        .plugin(
+            name: "BPFObjectsPlugin",
+            capability: .buildTool(),
+            dependencies: ["weft-bpf-embed"]
+        ),
+        .target(
+            name: "WeftBPF",
+            dependencies: [
+                "WeftCore", "CWeftShim", "CLibBPF",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings,
+            plugins: ["BPFObjectsPlugin"]
+        ),
+        .target(
+            name: "WeftProxy",
+            dependencies: [
+                "WeftCore", "CWeftShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WeftAgent",
+            dependencies: [
+                "WeftCore", "WeftBPF", "WeftProxy", "CWeftShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "weftd",
+            dependencies: [
+                "WeftAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "weftctl",
+            dependencies: [
+                "WeftCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "WeftCoreTests", dependencies: ["WeftCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "WeftBPFTests", dependencies: ["WeftBPF", "CWeftShim"], swiftSettings: swiftSettings),
+        .testTarget(name: "WeftAgentTests", dependencies: ["WeftAgent"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "WeftIntegrationTests",
+            dependencies: ["WeftCore"],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,70 @@
+import Foundation
+import Glibc
+import WeftCore
+
+/// cgroup v2 facts read from the filesystem.
+public enum Cgroups {
+    /// The cgroup2 mount point, from /proc/self/mountinfo. On a hybrid host
+    /// it is not /sys/fs/cgroup (often /sys/fs/cgroup/unified), so it is
+    /// always looked up, never assumed.
+    public static func cgroup2Mount(mountinfo: String? = nil) -> String? {
+        let text = mountinfo ?? (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        for line in text.split(separator: "\n") {
+            // "... mountpoint ... - fstype source options": the fstype follows the lone "-".
+            let fields = line.split(separator: " ")
+            guard let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count, fields.count > 4 else { continue }
+            if fields[dash + 1] == "cgroup2" { return unescapeMountPath(String(fields[4])) }
+        }
+        return nil
+    }
+
+    static func unescapeMountPath(_ s: String) -> String {
+        // mountinfo escapes space, tab, newline and backslash as \ooo.
+        var out = "", i = s.startIndex
+        while i < s.endIndex {
+            if s[i] == "\\", let end = s.index(i, offsetBy: 4, limitedBy: s.endIndex),
+               let v = UInt8(s[s.index(after: i)..<end], radix: 8) {
+                out.append(Character(Unicode.Scalar(v)))
+                i = end
+            } else {
+                out.append(s[i])
+                i = s.index(after: i)
+            }
+        }
+        return out
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+    }
+
+    public static func id(_ path: String) -> UInt64? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return UInt64(st.st_ino)
+    }
+
+    /// Immediate child cgroups (folders) of `path`.
+    public static func children(_ path: String) -> [String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return [] }
+        return names.filter { exists("\(path)/\($0)") }.sorted()
+    }
+
+    /// `path` and every cgroup below it.
+    public static func subtree(_ path: String) -> [String] {
+        var out = [path]
+        for c in children(path) { out += subtree("\(path)/\(c)") }
+        return out
+    }
+
+    public static func pids(_ path: String) -> [Int32] {
+        guard let text = try? String(contentsOfFile: "\(path)/cgroup.procs", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { Int32($0) }
+    }
+
+    /// mkdir -p, as systemd would make a slice's cgroup.
+    public static func create(_ path: String) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+}

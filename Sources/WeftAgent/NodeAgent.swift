@@ -1,0 +1,399 @@
+import CWeftShim
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+import WeftBPF
+import WeftCore
+import WeftProxy
+
+/// weftd's agent: loads capture, opens the proxy's listeners, and keeps the
+/// node's attachments equal to its configuration (reconcile loop).
+public actor NodeAgent: Service {
+    private let configPath: String
+    private var config: NodeConfig
+    private var configStamp: Date?
+    private var generation = 1
+    private let logger: Logger
+    /// What the admin endpoints read, shared without going through the actor.
+    private final class Shared: Sendable {
+        let report = Mutex<CaptureReport?>(nil)
+        let reloadRequested = Atomic<Bool>(false)
+        let stats = Mutex<ProxyStats?>(nil)
+    }
+
+    private let shared = Shared()
+
+    private var cgroupRoot = ""
+    private var dataplane: CaptureDataplane?
+    private var proxy: NodeProxy?
+    private let directory = WorkloadDirectory()
+    private var nodeNetns: NetworkNamespace?
+    private var listeners: [UInt64: ProxyListeners] = [:]
+    private var repairs = 0
+    private var lastRepair: [String: Date] = [:]
+
+    public init(configPath: String, config: NodeConfig, logger: Logger) {
+        self.configPath = configPath
+        self.config = config
+        self.logger = logger
+        self.configStamp = Self.modificationDate(configPath)
+    }
+
+    // MARK: admin view (any thread)
+
+    /// The admin routes, served off the data path.
+    public nonisolated func adminRoute() -> AdminServer.Route {
+        let shared = self.shared
+        return { path in
+            switch path {
+            case "/healthz/ready":
+                let ready = shared.report.withLock { $0?.ready ?? false }
+                return ready ? (.ok, "text/plain", "ready\n") : (.serviceUnavailable, "text/plain", "not ready\n")
+            case "/debug/capture":
+                guard var report = shared.report.withLock({ $0 }) else {
+                    return (.serviceUnavailable, "text/plain", "starting\n")
+                }
+                if let stats = shared.stats.withLock({ $0 }) {
+                    report.proxy = stats.snapshot()
+                    for i in report.workloads.indices {
+                        let w = report.workloads[i]
+                        if let ref = try? WorkloadRef(namespace: NamespaceName(w.namespace), name: WorkloadName(w.name)) {
+                            report.workloads[i].connections = stats.connections(by: ref)
+                        }
+                    }
+                }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                let body = (try? encoder.encode(report)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+                return (.ok, "application/json", body + "\n")
+            default:
+                return nil
+            }
+        }
+    }
+
+    // MARK: lifecycle
+
+    public func run() async throws {
+        try await start()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [shared, logger] in
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    logger.info("SIGHUP: reloading configuration")
+                    shared.reloadRequested.store(true, ordering: .relaxed)
+                }
+            }
+            group.addTask {
+                await cancelWhenGracefulShutdown {
+                    await self.loop()
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+        await stop()
+    }
+
+    private func start() async throws {
+        guard let root = config.cgroupRoot ?? Cgroups.cgroup2Mount() else {
+            throw AgentError("no cgroup2 mount found in /proc/self/mountinfo; mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or set cgroupRoot")
+        }
+        guard weft_is_cgroup2(root) == 1 else {
+            throw AgentError("cgroupRoot \(root) is not on a cgroup v2 mount; set cgroupRoot to a folder of the cgroup2 mount")
+        }
+        cgroupRoot = root
+        let layout = PinLayout(root: config.bpfRoot, node: config.node)
+        let dataplane = try CaptureDataplane(layout: layout, settings: captureSettings(config), logger: logger)
+        self.dataplane = dataplane
+        let proxy = NodeProxy(
+            config: ProxyConfiguration(outboundPort: config.outboundPort, mark: config.proxyMark,
+                                       connectTimeout: .milliseconds(Int64(config.connectTimeoutMs)),
+                                       idleTimeout: .seconds(Int64(config.idleTimeoutSeconds))),
+            resolver: try dataplane.connectionTable(), workloads: directory, logger: logger)
+        self.proxy = proxy
+        shared.stats.withLock { $0 = proxy.stats }
+        let node = try NetworkNamespace.node()
+        nodeNetns = node
+        listeners[node.inode] = try await proxy.listen(in: node)
+        logger.info("node proxy listening", metadata: ["addresses": "\(listeners[node.inode]!.addresses)"])
+        await reconcile()
+        if shared.report.withLock({ $0?.ready ?? false }) {
+            logger.info("ready: capture is in place", metadata: ["node": "\(config.node)"])
+            SystemdNotify.send("READY=1\nSTATUS=capture in place")
+        }
+    }
+
+    private func loop() async {
+        var wasReady = shared.report.withLock { $0?.ready ?? false }
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: config.reconcileInterval)
+            } catch {
+                return
+            }
+            reloadIfChanged()
+            await reconcile()
+            let ready = shared.report.withLock { $0?.ready ?? false }
+            if ready && !wasReady {
+                logger.info("ready: capture is in place")
+                SystemdNotify.send("READY=1")
+            }
+            wasReady = ready
+            SystemdNotify.send("WATCHDOG=1")
+        }
+    }
+
+    /// Closes listeners; capture stays attached (pinned), so meshed
+    /// workloads' connections are refused, not let through, until weftd is back.
+    private func stop() async {
+        SystemdNotify.send("STOPPING=1")
+        for l in listeners.values { await l.close() }
+        listeners.removeAll()
+        await proxy?.shutdown()
+        logger.info("stopped; capture stays attached and fails closed until weftd returns")
+    }
+
+    // MARK: configuration
+
+    private func captureSettings(_ c: NodeConfig) -> CaptureSettings {
+        CaptureSettings(outboundPort: c.outboundPort, proxyMark: c.proxyMark, exclusions: c.exclusions)
+    }
+
+    private static func modificationDate(_ path: String) -> Date? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+    }
+
+    private func reloadIfChanged() {
+        let stamp = Self.modificationDate(configPath)
+        let forced = shared.reloadRequested.exchange(false, ordering: .relaxed)
+        guard forced || stamp != configStamp else { return }
+        configStamp = stamp
+        let fresh: NodeConfig
+        do {
+            fresh = try NodeConfig.load(path: configPath)
+        } catch {
+            logger.error("configuration refused, keeping the previous one", metadata: ["path": "\(configPath)", "error": "\(error)"])
+            return
+        }
+        guard fresh != config else { return }
+        if fresh.node != config.node || fresh.bpfRoot != config.bpfRoot || fresh.outboundPort != config.outboundPort
+            || fresh.cgroupRoot != config.cgroupRoot || fresh.adminHost != config.adminHost || fresh.adminPort != config.adminPort {
+            logger.warning("node, bpfRoot, cgroupRoot, proxy.outboundPort and admin.address change only on restart; the rest is applied now")
+        }
+        var applied = fresh
+        applied.node = config.node
+        applied.bpfRoot = config.bpfRoot
+        applied.outboundPort = config.outboundPort
+        applied.cgroupRoot = config.cgroupRoot
+        if captureSettings(applied) != captureSettings(config) {
+            do {
+                try dataplane?.write(captureSettings(applied))
+            } catch {
+                logger.error("could not write capture settings", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+        config = applied
+        generation += 1
+        logger.info("configuration applied", metadata: ["generation": "\(generation)"])
+    }
+
+    // MARK: reconcile
+
+    private struct Discovered {
+        var ref: WorkloadRef
+        var cgroup: String
+        var explicitNetns: String?
+        var meshed: Bool
+        var pinKey: String?
+    }
+
+    private func slicePath(_ ns: NamespaceName) -> String {
+        "\(cgroupRoot)/\(SystemdNames.slicePath(for: ns))"
+    }
+
+    /// One pass: attach what should be, repair what broke, detach what
+    /// should not be, open listeners where workloads live, publish the state.
+    private func reconcile() async {
+        guard let dataplane, let proxy, let nodeNetns else { return }
+        let now = Date()
+
+        // 1. What should be attached.
+        var desired: [String: AttachTarget] = [:]
+        var nsReports: [CaptureReport.NamespaceReport] = []
+        let enabled = Set(config.namespaces.filter(\.mesh).map(\.name))
+        for ns in config.namespaces {
+            let slice = slicePath(ns.name)
+            if ns.mesh {
+                if !Cgroups.exists(slice) {
+                    // Made ahead of systemd so that capture is in place
+                    // before the first unit of the namespace starts.
+                    do { try Cgroups.create(slice) } catch {
+                        logger.error("cannot create the namespace's slice cgroup", metadata: ["path": "\(slice)", "error": "\(error)"])
+                    }
+                }
+                desired["namespaces/\(ns.name)"] = AttachTarget(pinKey: "namespaces/\(ns.name)", cgroupPath: slice)
+            }
+            nsReports.append(.init(name: ns.name.rawValue, mesh: ns.mesh, cgroup: slice, attached: false))
+        }
+        for w in config.workloads where enabled.contains(w.ref.namespace) {
+            let path = "\(cgroupRoot)/\(w.cgroup)"
+            let underSlice = enabled.contains { path.hasPrefix(slicePath($0) + "/") }
+            if !underSlice && Cgroups.exists(path) {
+                let key = "workloads/\(w.ref.namespace)/\(w.ref.name)"
+                desired[key] = AttachTarget(pinKey: key, cgroupPath: path)
+            }
+        }
+
+        // 2. Attach and repair.
+        var attached = Set<String>()
+        for (key, target) in desired.sorted(by: { $0.key < $1.key }) {
+            do {
+                let outcome = try dataplane.ensureAttached(target)
+                attached.insert(key)
+                switch outcome {
+                case .repaired:
+                    repairs += 1
+                    lastRepair[key] = now
+                    logger.warning("capture was missing and has been re-attached", metadata: ["target": "\(key)", "cgroup": "\(target.cgroupPath)"])
+                case .attached:
+                    logger.info("capture attached", metadata: ["target": "\(key)", "cgroup": "\(target.cgroupPath)"])
+                case .adopted:
+                    logger.info("capture adopted from a previous weftd", metadata: ["target": "\(key)"])
+                case .unchanged:
+                    break
+                }
+            } catch {
+                logger.error("cannot attach capture", metadata: ["target": "\(key)", "error": "\(error)"])
+            }
+        }
+
+        // 3. Detach what is no longer wanted (a namespace disabled, perhaps while weftd was down).
+        for key in dataplane.attachedPinKeys() where desired[key] == nil {
+            dataplane.detach(pinKey: key)
+            lastRepair[key] = nil
+            logger.info("capture detached", metadata: ["target": "\(key)"])
+        }
+        for i in nsReports.indices {
+            nsReports[i].attached = attached.contains("namespaces/\(nsReports[i].name)")
+        }
+
+        // 4. Discover workloads.
+        let found = discoverWorkloads(enabled: enabled)
+        let table = Self.cgroupTable(found)
+        let rescanInputs = found
+        directory.replace(table) { Self.cgroupTable(rescanInputs) }
+
+        // 5. Listeners in every network namespace a meshed workload lives in.
+        var neededNetns: [UInt64: String] = [:]  // inode -> a path to open it by
+        var workloadNetns: [WorkloadRef: String] = [:]
+        for w in found {
+            var label = "node"
+            if let path = w.explicitNetns {
+                if let inode = try? NetworkNamespace.inodeOf(path: path), inode != nodeNetns.inode {
+                    neededNetns[inode] = path
+                    label = "netns:\(inode)"
+                }
+            } else {
+                for cg in Cgroups.subtree(w.cgroup) {
+                    for pid in Cgroups.pids(cg) {
+                        let path = "/proc/\(pid)/ns/net"
+                        if let inode = try? NetworkNamespace.inodeOf(path: path), inode != nodeNetns.inode {
+                            if w.meshed { neededNetns[inode] = neededNetns[inode] ?? path }
+                            label = "netns:\(inode)"
+                        }
+                    }
+                }
+            }
+            workloadNetns[w.ref] = label
+        }
+        for (inode, path) in neededNetns where listeners[inode] == nil {
+            do {
+                let ns = try NetworkNamespace.open(path: path)
+                listeners[inode] = try await proxy.listen(in: ns)
+                logger.info("node proxy listening in a workload network namespace", metadata: ["netns": "\(ns)"])
+            } catch {
+                logger.error("cannot open the proxy listener in a workload's network namespace; its connections are refused",
+                             metadata: ["netns": "\(path)", "error": "\(error)"])
+            }
+        }
+        for (inode, l) in listeners where inode != nodeNetns.inode && neededNetns[inode] == nil {
+            await l.close()
+            listeners[inode] = nil
+            logger.info("closed the proxy listener of a network namespace no longer used", metadata: ["netns": "\(l.netns)"])
+        }
+
+        // 6. Integrity, from the kernel's point of view, and publish.
+        var reports: [CaptureReport.WorkloadReport] = []
+        let iso = ISO8601DateFormatter()
+        for w in found {
+            let hooks = dataplane.effectiveHooks(onCgroup: w.cgroup)
+            let repairedAt = w.pinKey.flatMap { lastRepair[$0] }
+            let pids = Cgroups.subtree(w.cgroup).reduce(0) { $0 + Cgroups.pids($1).count }
+            reports.append(.init(
+                namespace: w.ref.namespace.rawValue, name: w.ref.name.rawValue, cgroup: w.cgroup,
+                cgroupID: Cgroups.id(w.cgroup) ?? 0, netns: workloadNetns[w.ref] ?? "node",
+                captured: w.meshed && hooks.count == CaptureHook.allCases.count,
+                hooks: CaptureHook.allCases.filter(hooks.contains).map(\.rawValue),
+                connections: 0, lastRepair: repairedAt.map { iso.string(from: $0) }, pids: pids))
+        }
+        let ready = desired.keys.allSatisfy { attached.contains($0) || !$0.hasPrefix("namespaces/") }
+            && listeners[nodeNetns.inode] != nil
+        let listenerReports = listeners.values.map { CaptureReport.ListenerReport(netns: "\($0.netns)", addresses: $0.addresses) }
+            .sorted { $0.netns < $1.netns }
+        let report = CaptureReport(
+            node: config.node, ready: ready, configGeneration: generation, repairs: repairs,
+            namespaces: nsReports, workloads: reports, listeners: listenerReports,
+            maps: dataplane.mapFill(), proxy: proxy.stats.snapshot())
+        shared.report.withLock { $0 = report }
+    }
+
+    private func discoverWorkloads(enabled: Set<NamespaceName>) -> [Discovered] {
+        var out: [Discovered] = []
+        var seen = Set<WorkloadRef>()
+        for w in config.workloads {
+            let path = "\(cgroupRoot)/\(w.cgroup)"
+            guard Cgroups.exists(path) else { continue }
+            let meshed = enabled.contains(w.ref.namespace)
+            let key = enabled.contains { path.hasPrefix(slicePath($0) + "/") }
+                ? "namespaces/\(w.ref.namespace)" : "workloads/\(w.ref.namespace)/\(w.ref.name)"
+            out.append(Discovered(ref: w.ref, cgroup: path, explicitNetns: w.netns, meshed: meshed, pinKey: key))
+            seen.insert(w.ref)
+        }
+        for ns in config.namespaces {
+            let slice = slicePath(ns.name)
+            for child in Cgroups.children(slice) {
+                guard let name = try? WorkloadName(child) else {
+                    logger.debug("ignoring a cgroup whose name is not a workload name", metadata: ["cgroup": "\(slice)/\(child)"])
+                    continue
+                }
+                let ref = WorkloadRef(namespace: ns.name, name: name)
+                let path = "\(slice)/\(child)"
+                // A cgroup already named by an explicit entry is that workload.
+                if seen.contains(ref) || out.contains(where: { $0.cgroup == path }) { continue }
+                out.append(Discovered(ref: ref, cgroup: path, explicitNetns: nil, meshed: ns.mesh,
+                                      pinKey: ns.mesh ? "namespaces/\(ns.name)" : nil))
+            }
+        }
+        return out.sorted { $0.ref < $1.ref }
+    }
+
+    private static func cgroupTable(_ found: [Discovered]) -> [UInt64: WorkloadRef] {
+        var table: [UInt64: WorkloadRef] = [:]
+        for w in found {
+            for cg in Cgroups.subtree(w.cgroup) {
+                if let id = Cgroups.id(cg) { table[id] = w.ref }
+            }
+        }
+        return table
+    }
+}
+
+public struct AgentError: Error, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,230 @@
+import Foundation
+import WeftCore
+import Yams
+
+/// weftd's node configuration (docs/weftd.md), validated: every error names
+/// the field at fault, and unknown fields are refused rather than ignored.
+public struct NodeConfig: Sendable, Equatable {
+    public struct Namespace: Sendable, Equatable {
+        public var name: NamespaceName
+        public var mesh: Bool
+    }
+
+    public struct ExplicitWorkload: Sendable, Equatable {
+        public var ref: WorkloadRef
+        /// Relative to the cgroup root.
+        public var cgroup: String
+        public var netns: String?
+    }
+
+    public var node: String
+    /// nil: the cgroup2 mount point.
+    public var cgroupRoot: String?
+    public var bpfRoot: String
+    public var reconcileInterval: Duration
+    public var outboundPort: UInt16
+    public var proxyMark: UInt32
+    public var connectTimeoutMs: Int
+    public var idleTimeoutSeconds: Int
+    public var adminHost: String
+    public var adminPort: Int
+    public var exclusions: CaptureExclusions
+    public var namespaces: [Namespace]
+    public var workloads: [ExplicitWorkload]
+
+    public static let defaultPath = "/etc/weft/weftd.yaml"
+    public static let defaultExcludedCIDRs = ["127.0.0.0/8", "::1/128"]
+
+    public static func load(path: String) throws -> NodeConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ValidationError(field: path, "cannot read the config file: \(error.localizedDescription)")
+        }
+        return try parse(yaml: text)
+    }
+
+    public static func parse(yaml text: String) throws -> NodeConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ValidationError(field: "(yaml)", "not valid YAML: \(error)")
+        }
+        guard let map = root?.mapping else {
+            throw ValidationError(field: "(root)", "expected a mapping with at least `node:`")
+        }
+        let r = Reader(map: map, path: "")
+        try r.allowOnly(["node", "cgroupRoot", "bpfRoot", "reconcileIntervalMs", "proxy", "admin", "capture", "namespaces", "workloads"])
+
+        let node = try r.string("node", required: true)!
+        guard DNSLabel.isValid(node) else {
+            throw ValidationError(field: "node", "\"\(node)\" must be lower-case letters, digits and '-' (1 to 63)")
+        }
+        var cfg = NodeConfig(
+            node: node,
+            cgroupRoot: try r.string("cgroupRoot"),
+            bpfRoot: try r.string("bpfRoot") ?? "/sys/fs/bpf/weft",
+            reconcileInterval: .milliseconds(try r.int("reconcileIntervalMs", in: 50...60_000) ?? 500),
+            outboundPort: 15001, proxyMark: 0x5746, connectTimeoutMs: 3000, idleTimeoutSeconds: 3600,
+            adminHost: "127.0.0.1", adminPort: 15021,
+            exclusions: CaptureExclusions(ports: [], cidrs: []), namespaces: [], workloads: [])
+        for (field, value) in [("cgroupRoot", cfg.cgroupRoot), ("bpfRoot", cfg.bpfRoot)] {
+            if let value, !value.hasPrefix("/") { throw ValidationError(field: field, "must be an absolute path") }
+        }
+
+        if let p = try r.sub("proxy") {
+            try p.allowOnly(["outboundPort", "mark", "connectTimeoutMs", "idleTimeoutSeconds"])
+            cfg.outboundPort = UInt16(try p.int("outboundPort", in: 1...65535) ?? 15001)
+            cfg.proxyMark = UInt32(try p.int("mark", in: 1...Int(UInt32.max)) ?? 0x5746)
+            cfg.connectTimeoutMs = try p.int("connectTimeoutMs", in: 1...600_000) ?? 3000
+            cfg.idleTimeoutSeconds = try p.int("idleTimeoutSeconds", in: 1...86_400 * 7) ?? 3600
+        }
+        if let a = try r.sub("admin") {
+            try a.allowOnly(["address"])
+            if let addr = try a.string("address") {
+                guard let colon = addr.lastIndex(of: ":"), let port = Int(addr[addr.index(after: colon)...]),
+                      (0...65535).contains(port) else {
+                    throw ValidationError(field: "admin.address", "\"\(addr)\" must be host:port")
+                }
+                var host = String(addr[..<colon])
+                if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+                guard IPAddress(host) != nil else {
+                    throw ValidationError(field: "admin.address", "\"\(host)\" must be an IP address")
+                }
+                cfg.adminHost = host
+                cfg.adminPort = port
+            }
+        }
+        var cidrTexts = defaultExcludedCIDRs
+        if let c = try r.sub("capture") {
+            try c.allowOnly(["excludePorts", "excludeCIDRs"])
+            if let ports = try c.list("excludePorts") {
+                cfg.exclusions.ports = try ports.enumerated().map { i, n in
+                    guard let v = n.int, (1...65535).contains(v) else {
+                        throw ValidationError(field: "capture.excludePorts[\(i)]", "must be a port number 1 to 65535")
+                    }
+                    return UInt16(v)
+                }
+                guard cfg.exclusions.ports.count <= 256 else {
+                    throw ValidationError(field: "capture.excludePorts", "at most 256 ports")
+                }
+            }
+            if let cidrs = try c.list("excludeCIDRs") {
+                cidrTexts = try cidrs.enumerated().map { i, n in
+                    guard let s = n.string else { throw ValidationError(field: "capture.excludeCIDRs[\(i)]", "must be a string") }
+                    return s
+                }
+            }
+        }
+        cfg.exclusions.cidrs = try cidrTexts.enumerated().map { i, s in
+            try CIDR(s, field: "capture.excludeCIDRs[\(i)]")
+        }
+        if cfg.exclusions.cidrs.count > 256 {
+            throw ValidationError(field: "capture.excludeCIDRs", "at most 256 prefixes")
+        }
+
+        var seen = Set<NamespaceName>()
+        for (i, n) in (try r.list("namespaces") ?? []).enumerated() {
+            guard let m = n.mapping else { throw ValidationError(field: "namespaces[\(i)]", "expected a mapping") }
+            let e = Reader(map: m, path: "namespaces[\(i)].")
+            try e.allowOnly(["name", "mesh"])
+            let name = try NamespaceName(try e.string("name", required: true)!, field: "namespaces[\(i)].name")
+            guard seen.insert(name).inserted else {
+                throw ValidationError(field: "namespaces[\(i)].name", "\"\(name)\" is listed twice")
+            }
+            cfg.namespaces.append(Namespace(name: name, mesh: try e.bool("mesh") ?? false))
+        }
+        var seenWorkloads = Set<WorkloadRef>()
+        for (i, n) in (try r.list("workloads") ?? []).enumerated() {
+            let at = "workloads[\(i)]"
+            guard let m = n.mapping else { throw ValidationError(field: at, "expected a mapping") }
+            let e = Reader(map: m, path: at + ".")
+            try e.allowOnly(["namespace", "name", "cgroup", "netns"])
+            let ns = try NamespaceName(try e.string("namespace", required: true)!, field: at + ".namespace")
+            guard seen.contains(ns) else {
+                throw ValidationError(field: at + ".namespace", "namespace \"\(ns)\" is not listed under namespaces")
+            }
+            let ref = WorkloadRef(namespace: ns, name: try WorkloadName(try e.string("name", required: true)!, field: at + ".name"))
+            guard seenWorkloads.insert(ref).inserted else {
+                throw ValidationError(field: at + ".name", "workload \(ref) is listed twice")
+            }
+            let cgroup = try e.string("cgroup", required: true)!
+            let parts = cgroup.split(separator: "/")
+            guard !parts.isEmpty, !parts.contains(".."), !parts.contains(".") else {
+                throw ValidationError(field: at + ".cgroup", "\"\(cgroup)\" must be a path below the cgroup root, without '..'")
+            }
+            let netns = try e.string("netns")
+            if let netns, !netns.hasPrefix("/") {
+                throw ValidationError(field: at + ".netns", "must be an absolute path such as /run/netns/NAME")
+            }
+            cfg.workloads.append(ExplicitWorkload(ref: ref, cgroup: parts.joined(separator: "/"), netns: netns))
+        }
+        return cfg
+    }
+}
+
+/// Walks a YAML mapping, naming fields by their full path in errors.
+private struct Reader {
+    let map: Node.Mapping
+    let path: String
+
+    func allowOnly(_ keys: Set<String>) throws {
+        for (k, _) in map {
+            guard let key = k.string else { throw ValidationError(field: path + "(key)", "keys must be strings") }
+            if !keys.contains(key) {
+                throw ValidationError(field: path + key, "unknown field (allowed: \(keys.sorted().joined(separator: ", ")))")
+            }
+        }
+    }
+
+    func node(_ key: String) -> Node? {
+        guard let n = map[key] else { return nil }
+        if case .scalar(let s) = n, s.tag == Tag(.null) || s.string == "~" || (s.string.isEmpty && s.style == .plain) { return nil }
+        return n
+    }
+
+    func string(_ key: String, required: Bool = false) throws -> String? {
+        guard let n = node(key) else {
+            if required { throw ValidationError(field: path + key, "is required") }
+            return nil
+        }
+        guard case .scalar(let s) = n else { throw ValidationError(field: path + key, "must be a string") }
+        return s.string
+    }
+
+    func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard let n = node(key) else { return nil }
+        guard let v = n.int ?? parseHex(n.string) else {
+            throw ValidationError(field: path + key, "must be a whole number")
+        }
+        guard range.contains(v) else {
+            throw ValidationError(field: path + key, "must be \(range.lowerBound) to \(range.upperBound), not \(v)")
+        }
+        return v
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let n = node(key) else { return nil }
+        guard let b = n.bool else { throw ValidationError(field: path + key, "must be true or false") }
+        return b
+    }
+
+    func list(_ key: String) throws -> [Node]? {
+        guard let n = node(key) else { return nil }
+        guard let seq = n.sequence else { throw ValidationError(field: path + key, "must be a list") }
+        return Array(seq)
+    }
+
+    func sub(_ key: String) throws -> Reader? {
+        guard let n = node(key) else { return nil }
+        guard let m = n.mapping else { throw ValidationError(field: path + key, "must be a mapping") }
+        return Reader(map: m, path: path + key + ".")
+    }
+
+    private func parseHex(_ s: String?) -> Int? {
+        guard let s, s.hasPrefix("0x") else { return nil }
+        return Int(s.dropFirst(2), radix: 16)
+    }
+}

@@ -1,0 +1,388 @@
+import CLibBPF
+import CWeftShim
+import Foundation
+import Glibc
+import Logging
+import WeftCore
+
+/// The capture settings the eBPF programs read from `weft_config` and the
+/// exclusion maps.
+public struct CaptureSettings: Sendable, Hashable {
+    public var outboundPort: UInt16
+    public var proxyMark: UInt32
+    public var exclusions: CaptureExclusions
+
+    public init(outboundPort: UInt16, proxyMark: UInt32, exclusions: CaptureExclusions) {
+        self.outboundPort = outboundPort
+        self.proxyMark = proxyMark
+        self.exclusions = exclusions
+    }
+}
+
+/// The programs of bpf/sock_capture.c, by their function names.
+public enum CaptureHook: String, CaseIterable, Sendable, Codable {
+    case connect4 = "weft_sock4_connect"
+    case connect6 = "weft_sock6_connect"
+    case getpeername4 = "weft_sock4_getpeername"
+    case getpeername6 = "weft_sock6_getpeername"
+    case sockops = "weft_sockops"
+}
+
+/// A cgroup that capture is attached to, and the folder of its link pins
+/// (relative to `PinLayout.linksDir`).
+public struct AttachTarget: Sendable, Hashable {
+    public var pinKey: String
+    public var cgroupPath: String
+
+    public init(pinKey: String, cgroupPath: String) {
+        self.pinKey = pinKey
+        self.cgroupPath = cgroupPath
+    }
+}
+
+public enum AttachOutcome: String, Sendable {
+    /// Every hook was already attached with the current programs.
+    case unchanged
+    /// Nothing was attached; now everything is.
+    case attached
+    /// Links pinned by an earlier weftd now run this weftd's programs.
+    case adopted
+    /// Something should have been attached and was not: it is again.
+    case repaired
+}
+
+/// Loads Weft's eBPF programs, pins them, and attaches them to cgroups.
+/// One per weftd; not thread-safe (the agent owns it). The data path reads
+/// the maps through `CapturedConnectionTable`, which is.
+public final class CaptureDataplane {
+    public let layout: PinLayout
+    private let object: OpaquePointer
+    private var programs: [CaptureHook: OpaquePointer] = [:]
+    public private(set) var programIDs: [CaptureHook: UInt32] = [:]
+    private let logger: Logger
+
+    public static let objectName = "sock_capture"
+
+    /// Loads the embedded object, reusing maps pinned by an earlier weftd,
+    /// writes the settings, and moves every link already pinned for this
+    /// node onto the new programs (atomically: `BPF_LINK_UPDATE`), so a
+    /// restart neither detaches capture nor attaches a second copy.
+    public init(layout: PinLayout, settings: CaptureSettings, logger: Logger) throws {
+        self.layout = layout
+        self.logger = logger
+        BPFLog.install(logger)
+        try Self.ensureBPFFS(under: layout.root)
+        for dir in [layout.mapsDir, layout.progsDir, layout.linksDir] {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        guard let b64 = EmbeddedBPFObjects.base64[Self.objectName], let elf = Data(base64Encoded: b64) else {
+            throw BPFError("find embedded eBPF object \(Self.objectName)", errno: ENOENT, hint: "the build did not embed bpf/\(Self.objectName).c")
+        }
+        let obj = elf.withUnsafeBytes { raw in
+            weft_bpf_open_mem(raw.baseAddress, raw.count, Self.objectName, layout.mapsDir)
+        }
+        guard let obj else {
+            throw BPFError("open eBPF object \(Self.objectName)", errno: errno)
+        }
+        self.object = obj
+        let rc = bpf_object__load(obj)
+        if rc != 0 {
+            bpf_object__close(obj)
+            throw BPFError("load eBPF object \(Self.objectName)", errno: -rc,
+                           hint: rc == -Int32(EPERM) ? BPFError.privilegeHint(EPERM) : "see the libbpf messages above; is the kernel at least 5.15 with BTF?")
+        }
+        for hook in CaptureHook.allCases {
+            guard let prog = bpf_object__find_program_by_name(obj, hook.rawValue) else {
+                throw BPFError("find program \(hook.rawValue)", errno: ENOENT)
+            }
+            programs[hook] = prog
+            var id: UInt32 = 0
+            let e = weft_prog_id(bpf_program__fd(prog), &id)
+            if e != 0 { throw BPFError("query program \(hook.rawValue)", errno: -e) }
+            programIDs[hook] = id
+        }
+        try write(settings)
+        try adoptPinnedLinks()
+        try pinPrograms()
+    }
+
+    deinit {
+        bpf_object__close(object)
+    }
+
+    // MARK: settings
+
+    public func write(_ settings: CaptureSettings) throws {
+        var cfg = weft_config()
+        cfg.abi_version = UInt32(WEFT_ABI_VERSION)
+        cfg.proxy_mark = settings.proxyMark
+        cfg.outbound_port = settings.outboundPort
+        var zero: UInt32 = 0
+        try check(bpf_map_update_elem(mapFD("weft_config"), &zero, &cfg, UInt64(BPF_ANY)), "write weft_config")
+
+        let ports = try mapFD("weft_excl_ports")
+        try clear(map: ports, keySize: 2)
+        var one: UInt8 = 1
+        for p in settings.exclusions.ports {
+            var port = p
+            try check(bpf_map_update_elem(ports, &port, &one, UInt64(BPF_ANY)), "write weft_excl_ports")
+        }
+        let c4 = try mapFD("weft_excl_cidr4"), c6 = try mapFD("weft_excl_cidr6")
+        try clear(map: c4, keySize: MemoryLayout<weft_cidr4_key>.size)
+        try clear(map: c6, keySize: MemoryLayout<weft_cidr6_key>.size)
+        for cidr in settings.exclusions.cidrs {
+            if let v4 = cidr.address.ipv4Bytes {
+                var key = weft_cidr4_key()
+                key.prefixlen = UInt32(cidr.prefixLength)
+                withUnsafeMutableBytes(of: &key.addr) { $0.copyBytes(from: v4) }
+                try check(bpf_map_update_elem(c4, &key, &one, UInt64(BPF_ANY)), "write weft_excl_cidr4")
+            } else {
+                var key = weft_cidr6_key()
+                key.prefixlen = UInt32(cidr.prefixLength)
+                withUnsafeMutableBytes(of: &key.addr) { $0.copyBytes(from: cidr.address.bytes) }
+                try check(bpf_map_update_elem(c6, &key, &one, UInt64(BPF_ANY)), "write weft_excl_cidr6")
+            }
+        }
+    }
+
+    // MARK: attach, detach, verify
+
+    /// Makes sure every hook is attached to `target` with the current
+    /// programs, repairing whatever is missing or stale.
+    @discardableResult
+    public func ensureAttached(_ target: AttachTarget) throws -> AttachOutcome {
+        let cgfd = Glibc.open(target.cgroupPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard cgfd >= 0 else {
+            throw BPFError("open cgroup \(target.cgroupPath)", errno: errno, hint: "is it a cgroup v2 directory?")
+        }
+        defer { close(cgfd) }
+        let cgroupID = try Self.cgroupID(path: target.cgroupPath)
+        let dir = layout.linkDir(target.pinKey)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+
+        var attachedAny = false, repairedAny = false, adoptedAny = false
+        for hook in CaptureHook.allCases {
+            let pin = "\(dir)/\(hook.rawValue)"
+            if access(pin, F_OK) == 0 {
+                let linkFD = bpf_obj_get(pin)
+                if linkFD >= 0 {
+                    defer { close(linkFD) }
+                    var progID: UInt32 = 0, linkCgroup: UInt64 = 0, attachType: UInt32 = 0
+                    if weft_link_info(linkFD, &progID, &linkCgroup, &attachType) == 0, linkCgroup == cgroupID {
+                        if progID != programIDs[hook] {
+                            try check(bpf_link_update(linkFD, bpf_program__fd(programs[hook]!), nil), "update link \(pin)")
+                            adoptedAny = true
+                        }
+                        continue
+                    }
+                    // Detached by someone, or its cgroup was removed and made
+                    // again (a restarted unit): the pin is a dead end.
+                    _ = bpf_link_detach(linkFD)
+                }
+                unlink(pin)
+                repairedAny = true
+            }
+            guard let link = bpf_program__attach_cgroup(programs[hook]!, cgfd) else {
+                let e = errno
+                throw BPFError("attach \(hook.rawValue) to \(target.cgroupPath)", errno: e, hint: BPFError.privilegeHint(e))
+            }
+            let rc = bpf_link__pin(link, pin)
+            if rc != 0 {
+                _ = bpf_link__destroy(link)  // not pinned: destroying detaches it
+                throw BPFError("pin link \(pin)", errno: -rc)
+            }
+            bpf_link__disconnect(link)
+            _ = bpf_link__destroy(link)
+            attachedAny = true
+        }
+        if repairedAny { return .repaired }
+        if attachedAny { return .attached }
+        return adoptedAny ? .adopted : .unchanged
+    }
+
+    /// Detaches every hook pinned under `pinKey` and removes the pins.
+    public func detach(pinKey: String) {
+        Self.detachLinks(in: layout.linkDir(pinKey))
+    }
+
+    /// Pin keys (relative folders) that currently hold links.
+    public func attachedPinKeys() -> [String] {
+        var keys: [String] = []
+        let root = layout.linksDir
+        guard let walker = FileManager.default.enumerator(atPath: root) else { return [] }
+        for case let rel as String in walker {
+            if CaptureHook(rawValue: (rel as NSString).lastPathComponent) != nil {
+                keys.append((rel as NSString).deletingLastPathComponent)
+            }
+        }
+        return Array(Set(keys)).sorted()
+    }
+
+    /// Which hooks run this weftd's programs on `cgroupPath`, inherited
+    /// attachments included: the ground truth of whether a workload is
+    /// captured, whatever the pins say.
+    public func effectiveHooks(onCgroup cgroupPath: String) -> Set<CaptureHook> {
+        let cgfd = Glibc.open(cgroupPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard cgfd >= 0 else { return [] }
+        defer { close(cgfd) }
+        var result: Set<CaptureHook> = []
+        for hook in CaptureHook.allCases {
+            let type = bpf_program__expected_attach_type(programs[hook]!)
+            var ids = [UInt32](repeating: 0, count: 64)
+            var count = UInt32(ids.count)
+            guard weft_cgroup_effective_progs(cgfd, Int32(type.rawValue), &ids, &count) == 0 else { continue }
+            if ids.prefix(Int(count)).contains(programIDs[hook]!) { result.insert(hook) }
+        }
+        return result
+    }
+
+    // MARK: maps
+
+    public func connectionTable() throws -> CapturedConnectionTable {
+        let fd = dup(try mapFD("weft_tuple"))
+        guard fd >= 0 else { throw BPFError("dup weft_tuple fd", errno: errno) }
+        return CapturedConnectionTable(fd: fd)
+    }
+
+    /// Entries in each map (walks the keys: for the admin API, not the data path).
+    public func mapFill() -> [String: Int] {
+        var out: [String: Int] = [:]
+        for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size)] {
+            guard let fd = try? mapFD(name) else { continue }
+            out[name] = Self.countEntries(fd: fd, keySize: keySize)
+        }
+        return out
+    }
+
+    // MARK: whole-node cleanup
+
+    /// Detaches every link pinned for `layout`'s node and removes its pins
+    /// (maps and programs go once nothing holds them). For uninstall, and
+    /// for tests that must leave nothing behind.
+    public static func removeAll(layout: PinLayout) {
+        detachLinks(in: layout.linksDir)
+        try? FileManager.default.removeItem(atPath: layout.nodeDir)
+    }
+
+    // MARK: private
+
+    private func adoptPinnedLinks() throws {
+        for key in attachedPinKeys() {
+            for hook in CaptureHook.allCases {
+                let pin = "\(layout.linkDir(key))/\(hook.rawValue)"
+                let fd = bpf_obj_get(pin)
+                guard fd >= 0 else { continue }
+                defer { close(fd) }
+                var progID: UInt32 = 0, cg: UInt64 = 0, at: UInt32 = 0
+                guard weft_link_info(fd, &progID, &cg, &at) == 0, cg != 0, progID != programIDs[hook] else { continue }
+                if bpf_link_update(fd, bpf_program__fd(programs[hook]!), nil) == 0 {
+                    logger.info("adopted pinned capture link", metadata: ["pin": "\(pin)"])
+                } else {
+                    logger.warning("could not adopt pinned link; reconcile will replace it", metadata: ["pin": "\(pin)", "errno": "\(errno)"])
+                }
+            }
+        }
+    }
+
+    private func pinPrograms() throws {
+        for hook in CaptureHook.allCases {
+            let pin = "\(layout.progsDir)/\(hook.rawValue)"
+            unlink(pin)
+            let rc = bpf_program__pin(programs[hook]!, pin)
+            if rc != 0 { throw BPFError("pin program \(pin)", errno: -rc) }
+        }
+    }
+
+    private func mapFD(_ name: String) throws -> Int32 {
+        guard let map = bpf_object__find_map_by_name(object, name) else {
+            throw BPFError("find map \(name)", errno: ENOENT)
+        }
+        return bpf_map__fd(map)
+    }
+
+    private func check(_ rc: Int32, _ what: String) throws {
+        if rc != 0 { throw BPFError(what, errno: rc < 0 ? -rc : errno) }
+    }
+
+    private func clear(map fd: Int32, keySize: Int) throws {
+        var key = [UInt8](repeating: 0, count: keySize)
+        var next = [UInt8](repeating: 0, count: keySize)
+        // Deleting while walking restarts the walk from the first key.
+        while bpf_map_get_next_key(fd, nil, &next) == 0 {
+            key = next
+            _ = bpf_map_delete_elem(fd, &key)
+        }
+    }
+
+    static func countEntries(fd: Int32, keySize: Int) -> Int {
+        var key = [UInt8](repeating: 0, count: keySize)
+        var next = [UInt8](repeating: 0, count: keySize)
+        var n = 0
+        var first = true
+        while (first ? bpf_map_get_next_key(fd, nil, &next) : bpf_map_get_next_key(fd, &key, &next)) == 0 {
+            first = false
+            n += 1
+            key = next
+        }
+        return n
+    }
+
+    static func detachLinks(in dir: String) {
+        guard let walker = FileManager.default.enumerator(atPath: dir) else { return }
+        for case let rel as String in walker where CaptureHook(rawValue: (rel as NSString).lastPathComponent) != nil {
+            let pin = "\(dir)/\(rel)"
+            let fd = bpf_obj_get(pin)
+            if fd >= 0 {
+                _ = bpf_link_detach(fd)
+                close(fd)
+            }
+        }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// On cgroup v2 the cgroup id is the directory's inode number.
+    public static func cgroupID(path: String) throws -> UInt64 {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw BPFError("stat cgroup \(path)", errno: errno) }
+        return UInt64(st.st_ino)
+    }
+
+    static func ensureBPFFS(under root: String) throws {
+        // Walk up to an existing folder and ask what it is mounted on.
+        var probe = root
+        while access(probe, F_OK) != 0, probe != "/" { probe = (probe as NSString).deletingLastPathComponent }
+        if weft_is_bpffs(probe) == 1 { return }
+        let standard = "/sys/fs/bpf"
+        guard root.hasPrefix(standard + "/") || root == standard else {
+            throw BPFError("pin folder \(root) is not on bpffs", errno: EINVAL, hint: "mount one there with `mount -t bpf bpf <dir>`, or use a folder under /sys/fs/bpf")
+        }
+        if weft_is_bpffs(standard) != 1 {
+            guard mount("bpf", standard, "bpf", 0, "mode=0700") == 0 else {
+                let e = errno
+                throw BPFError("mount bpffs at \(standard)", errno: e, hint: BPFError.privilegeHint(e))
+            }
+        }
+    }
+}
+
+/// The kernel's table of established captured connections (`weft_tuple`),
+/// read directly from the proxy's event loops: one lookup-and-delete per
+/// accepted connection.
+public struct CapturedConnectionTable: CapturedConnectionResolver {
+    let fd: Int32
+
+    public func take(_ key: CapturedConnectionKey) -> OriginalDestination? {
+        var k = weft_tuple_key()
+        k.netns_cookie = key.netnsCookie
+        withUnsafeMutableBytes(of: &k.src_addr) { $0.copyBytes(from: key.source.bytes) }
+        withUnsafeMutableBytes(of: &k.dst_addr) { $0.copyBytes(from: key.destination.bytes) }
+        k.src_port = key.sourcePort
+        k.dst_port = key.destinationPort
+        var v = weft_orig_dst()
+        guard bpf_map_lookup_and_delete_elem(fd, &k, &v) == 0 else { return nil }
+        let addr = withUnsafeBytes(of: v.addr) { Array($0) }
+        return OriginalDestination(
+            address: IPAddress(mapped: addr), port: v.port, socketFamily: Int32(v.family),
+            pid: v.pid, cgroupID: v.cgroup_id, netnsCookie: v.netns_cookie)
+    }
+}

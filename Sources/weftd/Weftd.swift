@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import WeftAgent
+import WeftBPF
+
+@main
+struct Weftd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "weftd",
+        abstract: "Weft's node agent: eBPF capture of meshed workloads and the node proxy.",
+        subcommands: [Run.self, Cleanup.self],
+        defaultSubcommand: Run.self)
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the agent (the default).")
+
+    @Option(help: "Node configuration file.")
+    var config: String = "/etc/weft/weftd.yaml"
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level: \"\(logLevel)\" is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "weftd")
+        let nodeConfig: NodeConfig
+        do {
+            nodeConfig = try NodeConfig.load(path: config)
+        } catch {
+            fail("invalid configuration \(config): \(error)")
+        }
+        let agent = NodeAgent(configPath: config, config: nodeConfig, logger: logger)
+        let admin = AdminServer(route: agent.adminRoute())
+        let adminChannel: any NIOChannelLike
+        do {
+            adminChannel = try await admin.bind(host: nodeConfig.adminHost, port: nodeConfig.adminPort)
+        } catch {
+            fail("\(error)")
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: agent)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            try? await adminChannel.close()
+            await admin.shutdown()
+            fail("\(error)")
+        }
+        try? await adminChannel.close()
+        await admin.shutdown()
+    }
+}
+
+struct Cleanup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Detach every eBPF program of a node and remove its pins (for uninstall and tests).")
+
+    @Option(help: "Node name, as in the config's `node:`.")
+    var node: String
+
+    @Option(help: "Pin folder root.")
+    var bpfRoot: String = "/sys/fs/bpf/weft"
+
+    func run() throws {
+        guard !node.isEmpty, !node.contains("/"), node != ".", node != ".." else {
+            throw ValidationError("--node: \"\(node)\" is not a node name")
+        }
+        CaptureDataplane.removeAll(layout: PinLayout(root: bpfRoot, node: node))
+    }
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("weftd: \(message)\n".utf8))
+    exit(1)
+}

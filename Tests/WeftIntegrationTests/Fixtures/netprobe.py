@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Network probe for Weft's integration tests (stdlib only).
+
+Every report is one JSON object on one stdout line, flushed at once, so the
+Swift harness can follow a long-running process by reading its output file.
+
+  serve --host H --port P        threaded TCP server; per connection sends
+                                 "hello <peer-ip> <peer-port>\\n", echoes until
+                                 EOF, then closes. Logs {"event":"accept",...}
+                                 per accepted connection (the tests count them).
+  probe --host H --port P [--family 4|6|6mapped] [--payload X]
+        [--payload-size N] [--half-close] [--timeout S]
+  loop  --host H --port P [--interval 0.2] [probe options]
+  many  --host H --port P --count N [--family ...] [--timeout S]
+  http  --url URL [--timeout S]  GET; prints {"status":..,"body":..}
+"""
+import argparse
+import errno
+import hashlib
+import json
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def error_name(exc):
+    if isinstance(exc, socket.timeout):
+        return "timeout"
+    code = getattr(exc, "errno", None)
+    if code is not None and code in errno.errorcode:
+        return errno.errorcode[code]
+    return type(exc).__name__
+
+
+def endpoint(addr):
+    # AF_INET6 gives (host, port, flowinfo, scope_id); only host and port matter.
+    return [addr[0], addr[1]]
+
+
+def server_side(addr):
+    # The dual-stack server sees IPv4 peers as ::ffff:a.b.c.d; report them plainly.
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[len("::ffff:"):]
+    return [host, addr[1]]
+
+
+def make_payload(text, size):
+    if size:
+        pattern = b"weft-half-close-"
+        return (pattern * (size // len(pattern) + 1))[:size]
+    return (text or "ping").encode()
+
+
+def open_socket(family, host, port, timeout):
+    if family == "4":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        target = (host, port)
+    elif family == "6":
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        target = (host, port, 0, 0)
+    elif family == "6mapped":
+        # An IPv4 destination dialled from a dual-stack AF_INET6 socket.
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        target = ("::ffff:" + host if "." in host else host, port, 0, 0)
+    else:
+        raise ValueError("unknown family " + family)
+    sock.settimeout(timeout)
+    return sock, target
+
+
+def read_line(sock, buf):
+    while b"\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, buf
+        buf += chunk
+    line, _, rest = buf.partition(b"\n")
+    return line.decode(errors="replace"), rest
+
+
+def probe_once(args):
+    payload = make_payload(args.payload, args.payload_size)
+    result = {
+        "ok": False, "error": None, "stage": "connect", "local": None, "peer": None,
+        "hello": None, "echo": None, "echo_len": 0, "echo_matches": False,
+        "eof": False, "pid": os.getpid(), "elapsed_ms": 0.0,
+    }
+    start = time.monotonic()
+    sock = None
+    try:
+        sock, target = open_socket(args.family, args.host, args.port, args.timeout)
+        sock.connect(target)
+        result["local"] = endpoint(sock.getsockname())
+        result["peer"] = endpoint(sock.getpeername())
+        result["stage"] = "hello"
+        hello, echoed = read_line(sock, b"")
+        if hello is None:
+            raise ConnectionAbortedError(0, "EOF")
+        result["hello"] = hello
+        result["stage"] = "echo"
+        sock.sendall(payload)
+        if args.half_close:
+            # Our side is done: the echo must still arrive in full, then EOF.
+            sock.shutdown(socket.SHUT_WR)
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    result["eof"] = True
+                    break
+                echoed += chunk
+        else:
+            while len(echoed) < len(payload):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    result["eof"] = True
+                    break
+                echoed += chunk
+        result["echo_len"] = len(echoed)
+        result["echo_matches"] = echoed == payload
+        if len(echoed) <= 256:
+            result["echo"] = echoed.decode(errors="replace")
+        else:
+            result["echo_sha256"] = hashlib.sha256(echoed).hexdigest()
+        result["ok"] = result["echo_matches"] and (result["eof"] or not args.half_close)
+        if not result["ok"] and result["error"] is None:
+            result["error"] = "EOF" if result["eof"] else "short-echo"
+    except ConnectionAbortedError as exc:
+        result["error"] = "EOF" if exc.errno == 0 else error_name(exc)
+    except OSError as exc:
+        result["error"] = error_name(exc)
+    finally:
+        if sock is not None:
+            sock.close()
+    result["elapsed_ms"] = round((time.monotonic() - start) * 1000, 1)
+    return result
+
+
+def cmd_probe(args):
+    emit(probe_once(args))
+
+
+def cmd_loop(args):
+    seq = 0
+    while True:
+        result = probe_once(args)
+        result["seq"] = seq
+        result["t"] = time.time()
+        emit(result)
+        seq += 1
+        time.sleep(args.interval)
+
+
+def cmd_many(args):
+    ok = failed = loopback = 0
+    errors = {}
+    start = time.monotonic()
+    for _ in range(args.count):
+        sock = None
+        try:
+            sock, target = open_socket(args.family, args.host, args.port, args.timeout)
+            sock.connect(target)
+            if sock.getsockname()[0] in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+                loopback += 1
+            hello, echoed = read_line(sock, b"")
+            if hello is None:
+                raise ConnectionAbortedError(0, "EOF")
+            sock.sendall(b"x")
+            while len(echoed) < 1:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ConnectionAbortedError(0, "EOF")
+                echoed += chunk
+            ok += 1
+        except OSError as exc:
+            failed += 1
+            name = "EOF" if isinstance(exc, ConnectionAbortedError) and exc.errno == 0 else error_name(exc)
+            errors[name] = errors.get(name, 0) + 1
+        finally:
+            if sock is not None:
+                sock.close()
+    emit({"ok": ok, "failed": failed, "loopback_local": loopback, "errors": errors,
+          "elapsed_ms": round((time.monotonic() - start) * 1000, 1)})
+
+
+class EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        peer = server_side(self.request.getpeername())
+        emit({"event": "accept", "peer": peer, "local": server_side(self.request.getsockname())})
+        try:
+            self.request.sendall(("hello %s %d\n" % (peer[0], peer[1])).encode())
+            while True:
+                data = self.request.recv(65536)
+                if not data:
+                    break
+                self.request.sendall(data)
+        except OSError:
+            pass
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, host, port):
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), EchoHandler, bind_and_activate=False)
+        if self.address_family == socket.AF_INET6:
+            # "::" serves IPv4 (as ::ffff:a.b.c.d) and IPv6 alike.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self.server_bind()
+        self.server_activate()
+
+
+def cmd_serve(args):
+    server = Server(args.host, args.port)
+    emit({"event": "listening", "address": endpoint(server.socket.getsockname())})
+    server.serve_forever(poll_interval=0.1)
+
+
+def cmd_http(args):
+    try:
+        with urllib.request.urlopen(args.url, timeout=args.timeout) as resp:
+            emit({"status": resp.status, "body": resp.read().decode(errors="replace")})
+    except urllib.error.HTTPError as exc:
+        emit({"status": exc.code, "body": exc.read().decode(errors="replace")})
+    except (OSError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", exc)
+        emit({"status": 0, "body": "", "error": error_name(reason) if isinstance(reason, OSError) else str(reason)})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def client(p):
+        p.add_argument("--host", required=True)
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--family", choices=["4", "6", "6mapped"], default=None)
+        p.add_argument("--timeout", type=float, default=5.0)
+
+    def single(p):
+        p.add_argument("--payload", default="ping")
+        p.add_argument("--payload-size", type=int, default=0)
+        p.add_argument("--half-close", action="store_true")
+
+    p = sub.add_parser("serve")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("probe")
+    client(p)
+    single(p)
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("loop")
+    client(p)
+    single(p)
+    p.add_argument("--interval", type=float, default=0.2)
+    p.set_defaults(func=cmd_loop)
+
+    p = sub.add_parser("many")
+    client(p)
+    p.add_argument("--count", type=int, required=True)
+    p.set_defaults(func=cmd_many)
+
+    p = sub.add_parser("http")
+    p.add_argument("--url", required=True)
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.set_defaults(func=cmd_http)
+
+    args = parser.parse_args()
+    if getattr(args, "family", "x") is None:
+        args.family = "6" if ":" in args.host else "4"
+    args.func(args)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Every map, defined once. All are pinned by name so that a restarted weftd,
+ * and programs still attached from before the restart, share one set of maps:
+ * capture keeps working (and keeps failing closed) while weftd is away.
+ */
+#ifndef WEFT_LIB_MAPS_H
+#define WEFT_LIB_MAPS_H
+
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct weft_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_CONFIG SEC(".maps");
+
+/* LRU: under pressure the oldest record goes, never the new connection. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_ORIG_DST_MAX);
+	__type(key, __u64);                       /* socket cookie */
+	__type(value, struct weft_orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_ORIG_DST SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_TUPLE_MAX);
+	__type(key, struct weft_tuple_key);
+	__type(value, struct weft_orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_TUPLE SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WEFT_EXCL_PORTS_MAX);
+	__type(key, __u16);                       /* destination port, host order */
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_EXCL_PORTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, WEFT_EXCL_CIDR_MAX);
+	__type(key, struct weft_cidr4_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_EXCL_CIDR4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, WEFT_EXCL_CIDR_MAX);
+	__type(key, struct weft_cidr6_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_EXCL_CIDR6 SEC(".maps");
+
+#endif

@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Capture of meshed workloads' TCP connections, attached to each workload's
+ * cgroup (v2). connect() is rewritten to the node proxy's outbound listener on
+ * loopback and the original destination is recorded; sockops links the
+ * established 4-tuple to that record so the proxy can find it on accept();
+ * getpeername() gives the application back the address it dialled.
+ *
+ * Loopback is the right target in every network namespace: a workload in its
+ * own netns (a container, a pod) reaches the listener weftd opened inside that
+ * netns, the way Istio ambient's in-pod redirection does.
+ */
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/addr.h"
+#include "lib/capture.h"
+
+char _license[] SEC("license") = "Dual BSD/GPL";
+
+/* The node proxy marks its own sockets; never capture them, or it would
+ * connect to itself forever. */
+static __always_inline int sock_is_proxy(struct bpf_sock_addr *ctx, const struct weft_config *cfg)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	return sk && cfg->proxy_mark != 0 && sk->mark == cfg->proxy_mark;
+}
+
+SEC("cgroup/connect4")
+int weft_sock4_connect(struct bpf_sock_addr *ctx)
+{
+	const struct weft_config *cfg;
+	__u32 dst_ip = ctx->user_ip4;
+	__u16 dst_port = bpf_ntohs((__u16)ctx->user_port);
+	__u8 addr[16];
+
+	/* UDP is left to the DNS hooks; raw sockets are not proxied. */
+	if (ctx->type != SOCK_STREAM)
+		return SYS_PROCEED;
+	cfg = capture_config();
+	if (!cfg)
+		return SYS_REJECT;
+	if (sock_is_proxy(ctx, cfg))
+		return SYS_PROCEED;
+	/* Already addressed to the proxy: leave it, or we would loop. */
+	if (ip4_is_loopback(dst_ip) && dst_port == cfg->outbound_port)
+		return SYS_PROCEED;
+	if (capture_port_excluded(dst_port) || capture_cidr4_excluded(dst_ip))
+		return SYS_PROCEED;
+
+	addr_from_v4(addr, dst_ip);
+	if (capture_record(ctx, addr, dst_port, AF_INET))
+		return SYS_REJECT;
+	ctx->user_ip4 = bpf_htonl(WEFT_PROXY_IP4);
+	ctx->user_port = bpf_htons(cfg->outbound_port);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/connect6")
+int weft_sock6_connect(struct bpf_sock_addr *ctx)
+{
+	const struct weft_config *cfg;
+	__u32 ip6[4];
+	__u16 dst_port = bpf_ntohs((__u16)ctx->user_port);
+	__u8 addr[16];
+	int mapped;
+
+	if (ctx->type != SOCK_STREAM)
+		return SYS_PROCEED;
+	cfg = capture_config();
+	if (!cfg)
+		return SYS_REJECT;
+	if (sock_is_proxy(ctx, cfg))
+		return SYS_PROCEED;
+
+	ip6[0] = ctx->user_ip6[0];
+	ip6[1] = ctx->user_ip6[1];
+	ip6[2] = ctx->user_ip6[2];
+	ip6[3] = ctx->user_ip6[3];
+	mapped = ip6_is_v4_mapped(ip6[0], ip6[1], ip6[2]);
+
+	if (mapped) {
+		/* ::ffff:a.b.c.d on a dual-stack socket is IPv4 on the wire, and
+		 * must obey the IPv4 exclusions exactly as connect4 does. */
+		if (ip4_is_loopback(ip6[3]) && dst_port == cfg->outbound_port)
+			return SYS_PROCEED;
+		if (capture_port_excluded(dst_port) || capture_cidr4_excluded(ip6[3]))
+			return SYS_PROCEED;
+	} else {
+		if (ip6_is_loopback(ip6[0], ip6[1], ip6[2], ip6[3]) && dst_port == cfg->outbound_port)
+			return SYS_PROCEED;
+		if (capture_port_excluded(dst_port) || capture_cidr6_excluded(ip6))
+			return SYS_PROCEED;
+	}
+
+	addr_from_v6(addr, ip6);
+	if (capture_record(ctx, addr, dst_port, AF_INET6))
+		return SYS_REJECT;
+	if (mapped) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = bpf_htonl(WEFT_PROXY_IP4);
+	} else {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = 0;
+		ctx->user_ip6[3] = bpf_htonl(1);
+	}
+	ctx->user_port = bpf_htons(cfg->outbound_port);
+	return SYS_PROCEED;
+}
+
+/* Applications that log or check their peer must see the address they dialled,
+ * not the proxy. */
+SEC("cgroup/getpeername4")
+int weft_sock4_getpeername(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct weft_orig_dst *orig = bpf_map_lookup_elem(&WEFT_MAP_ORIG_DST, &cookie);
+
+	if (orig && orig->family == AF_INET) {
+		__u32 ip4;
+
+		__builtin_memcpy(&ip4, &orig->addr[12], 4);
+		ctx->user_ip4 = ip4;
+		ctx->user_port = bpf_htons(orig->port);
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername6")
+int weft_sock6_getpeername(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct weft_orig_dst *orig = bpf_map_lookup_elem(&WEFT_MAP_ORIG_DST, &cookie);
+
+	if (orig && orig->family == AF_INET6) {
+		__u32 w[4];
+
+		__builtin_memcpy(w, orig->addr, 16);
+		ctx->user_ip6[0] = w[0];
+		ctx->user_ip6[1] = w[1];
+		ctx->user_ip6[2] = w[2];
+		ctx->user_ip6[3] = w[3];
+		ctx->user_port = bpf_htons(orig->port);
+	}
+	return SYS_PROCEED;
+}
+
+static __always_inline void sockops_tuple_key(struct bpf_sock_ops *skops, struct weft_tuple_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->netns_cookie = bpf_get_netns_cookie(skops);
+	if (skops->family == AF_INET) {
+		addr_from_v4(key->src_addr, skops->local_ip4);
+		addr_from_v4(key->dst_addr, skops->remote_ip4);
+	} else {
+		/* A dual-stack socket talking IPv4 already holds ::ffff: forms. */
+		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3] };
+		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3] };
+
+		addr_from_v6(key->src_addr, l);
+		addr_from_v6(key->dst_addr, r);
+	}
+	key->src_port = (__u16)skops->local_port;
+	key->dst_port = (__u16)bpf_ntohl(skops->remote_port);
+}
+
+SEC("sockops")
+int weft_sockops(struct bpf_sock_ops *skops)
+{
+	__u64 cookie;
+	struct weft_orig_dst *orig;
+	struct weft_tuple_key key;
+
+	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return 1;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		/* Ask for state changes on captured sockets only, so that their
+		 * records are removed however the connection ends (refused,
+		 * reset or closed): the maps cannot grow with dead entries. */
+		cookie = bpf_get_socket_cookie(skops);
+		if (bpf_map_lookup_elem(&WEFT_MAP_ORIG_DST, &cookie))
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		cookie = bpf_get_socket_cookie(skops);
+		orig = bpf_map_lookup_elem(&WEFT_MAP_ORIG_DST, &cookie);
+		if (!orig)
+			break;
+		sockops_tuple_key(skops, &key);
+		/* On failure the proxy finds no record and closes the
+		 * connection: it never guesses a destination. */
+		bpf_map_update_elem(&WEFT_MAP_TUPLE, &key, orig, BPF_ANY);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] != BPF_TCP_CLOSE)
+			break;
+		cookie = bpf_get_socket_cookie(skops);
+		bpf_map_delete_elem(&WEFT_MAP_ORIG_DST, &cookie);
+		sockops_tuple_key(skops, &key);
+		bpf_map_delete_elem(&WEFT_MAP_TUPLE, &key);
+		break;
+	}
+	return 1;
+}

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The one definition of every map key and value that crosses the line between
+ * the eBPF programs in bpf/ and weftd (Swift, through the CWeftShim target).
+ * Both sides compile this exact file, so a layout change cannot drift: the
+ * Swift unit tests also assert the sizes below.
+ *
+ * Addresses are always 16 bytes. IPv4 is stored IPv4-mapped (::ffff:a.b.c.d)
+ * so that a v4 socket and a v6 socket talking to a v4-mapped address produce
+ * the same key; ports are in host byte order.
+ */
+#ifndef WEFT_ABI_H
+#define WEFT_ABI_H
+
+#include <linux/types.h>
+
+#define WEFT_ABI_VERSION 1
+
+/* Map names, also the names of their pins under /sys/fs/bpf/weft/<node>/maps. */
+#define WEFT_MAP_CONFIG        weft_config
+#define WEFT_MAP_ORIG_DST      weft_orig_dst
+#define WEFT_MAP_TUPLE         weft_tuple
+#define WEFT_MAP_EXCL_PORTS    weft_excl_ports
+#define WEFT_MAP_EXCL_CIDR4    weft_excl_cidr4
+#define WEFT_MAP_EXCL_CIDR6    weft_excl_cidr6
+
+/* Sizes: LRU maps evict the oldest entry rather than refusing a new
+ * connection, and entries are also deleted when the socket closes. */
+#define WEFT_ORIG_DST_MAX      65536
+#define WEFT_TUPLE_MAX         65536
+#define WEFT_EXCL_PORTS_MAX    256
+#define WEFT_EXCL_CIDR_MAX     256
+
+/* weft_config is an array with a single element at key 0. */
+struct weft_config {
+	__u32 abi_version;       /* WEFT_ABI_VERSION; 0 means "not configured yet" */
+	__u32 proxy_mark;        /* SO_MARK carried by the node proxy's own sockets */
+	__u16 outbound_port;     /* node proxy outbound listener, on loopback */
+	__u16 flags;             /* WEFT_CFG_* */
+	__u32 _pad;
+};
+
+#define WEFT_CFG_CAPTURE_IPV6  (1u << 0)
+
+/* What a captured connect() originally asked for, keyed by socket cookie
+ * (weft_orig_dst) and, once established, by 4-tuple (weft_tuple). */
+struct weft_orig_dst {
+	__u8  addr[16];          /* original destination, IPv4-mapped for IPv4 */
+	__u16 port;              /* original destination port */
+	__u16 family;            /* AF_INET or AF_INET6: the socket's own family */
+	__u32 pid;               /* tgid that called connect(), for diagnostics only */
+	__u64 cgroup_id;         /* cgroup v2 id of the socket: names the workload */
+	__u64 netns_cookie;      /* network namespace of the socket */
+};
+
+/*
+ * A 4-tuple alone is not unique on a node: two workloads in their own network
+ * namespaces can both dial from 127.0.0.1:40000 to 127.0.0.1:15001. The netns
+ * cookie makes the key unique node-wide.
+ */
+struct weft_tuple_key {
+	__u64 netns_cookie;
+	__u8  src_addr[16];      /* the workload's end of the redirected connection */
+	__u8  dst_addr[16];      /* the proxy listener's address */
+	__u16 src_port;
+	__u16 dst_port;
+	__u32 _pad;
+};
+
+/* Prefix keys for the LPM tries of excluded destinations. */
+struct weft_cidr4_key {
+	__u32 prefixlen;
+	__u8  addr[4];
+};
+
+struct weft_cidr6_key {
+	__u32 prefixlen;
+	__u8  addr[16];
+};
+
+#endif /* WEFT_ABI_H */
