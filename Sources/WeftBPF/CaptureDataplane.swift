@@ -386,3 +386,25 @@ public struct CapturedConnectionTable: CapturedConnectionResolver {
             pid: v.pid, cgroupID: v.cgroup_id, netnsCookie: v.netns_cookie)
     }
 }
+
+extension CaptureDataplane {
+    /// Sizes of structs as the eBPF object's BTF describes them (the C side
+    /// of bpf/weft_abi.h as clang compiled it for the kernel). Opens the
+    /// embedded object without loading it: no privilege needed.
+    public static func btfStructSizes(_ names: [String]) throws -> [String: Int] {
+        guard let b64 = EmbeddedBPFObjects.base64[objectName], let elf = Data(base64Encoded: b64) else {
+            throw BPFError("find embedded eBPF object \(objectName)", errno: ENOENT)
+        }
+        guard let obj = elf.withUnsafeBytes({ weft_bpf_open_mem($0.baseAddress, $0.count, objectName, nil) }) else {
+            throw BPFError("open eBPF object \(objectName)", errno: errno)
+        }
+        defer { bpf_object__close(obj) }
+        guard let btf = bpf_object__btf(obj) else { throw BPFError("read BTF of \(objectName)", errno: ENOENT) }
+        var out: [String: Int] = [:]
+        for name in names {
+            let id = btf__find_by_name_kind(btf, name, UInt32(BTF_KIND_STRUCT))
+            if id > 0 { out[name] = Int(btf__resolve_size(btf, UInt32(id))) }
+        }
+        return out
+    }
+}

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include "weft_abi.h"
 
 /* libbpf's messages are routed to this callback (level: 0 warn, 1 info, 2 debug). */

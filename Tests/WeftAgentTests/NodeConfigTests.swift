@@ -1,0 +1,93 @@
+import Testing
+import WeftCore
+@testable import WeftAgent
+
+@Suite struct NodeConfigValidation {
+    @Test func minimalConfigGetsTheDocumentedDefaults() throws {
+        let c = try NodeConfig.parse(yaml: "node: node-a\n")
+        #expect(c.node == "node-a")
+        #expect(c.cgroupRoot == nil)
+        #expect(c.bpfRoot == "/sys/fs/bpf/weft")
+        #expect(c.outboundPort == 15001)
+        #expect(c.proxyMark == 0x5746)
+        #expect(c.adminHost == "127.0.0.1" && c.adminPort == 15021)
+        #expect(c.exclusions.cidrs.map(\.description) == ["127.0.0.0/8", "::1/128"])
+        #expect(c.exclusions.ports.isEmpty)
+        #expect(c.namespaces.isEmpty)
+    }
+
+    @Test func fullConfigIsRead() throws {
+        let c = try NodeConfig.parse(yaml: """
+            node: n1
+            cgroupRoot: /sys/fs/cgroup/unified/x
+            reconcileIntervalMs: 200
+            proxy: {outboundPort: 16001, mark: 0x10, connectTimeoutMs: 500, idleTimeoutSeconds: 60}
+            admin: {address: "[::1]:9901"}
+            capture: {excludePorts: [22, 53], excludeCIDRs: ["10.0.0.0/8"]}
+            namespaces:
+              - {name: shop, mesh: true}
+              - {name: lab}
+            workloads:
+              - {namespace: shop, name: legacy, cgroup: /custom/legacy/, netns: /run/netns/legacy}
+            """)
+        #expect(c.outboundPort == 16001 && c.proxyMark == 0x10 && c.connectTimeoutMs == 500)
+        #expect(c.adminHost == "::1" && c.adminPort == 9901)
+        #expect(c.exclusions.ports == [22, 53])
+        #expect(c.exclusions.cidrs.map(\.description) == ["10.0.0.0/8"])
+        #expect(c.namespaces.map(\.mesh) == [true, false])
+        #expect(c.workloads.first?.cgroup == "custom/legacy")
+        #expect(c.workloads.first?.netns == "/run/netns/legacy")
+        #expect(c.reconcileInterval == .milliseconds(200))
+    }
+
+    @Test(arguments: [
+        ("nodee: a", "nodee"),
+        ("", "(root)"),
+        ("node: Node_A", "node"),
+        ("node: a\nproxy: {outboundPort: 70000}", "proxy.outboundPort"),
+        ("node: a\nproxy: {outbondPort: 1}", "proxy.outbondPort"),
+        ("node: a\ncapture: {excludePorts: [22, x]}", "capture.excludePorts[1]"),
+        ("node: a\ncapture: {excludeCIDRs: [10.0.0.0/8, 300.1.1.1/8]}", "capture.excludeCIDRs[1]"),
+        ("node: a\nadmin: {address: localhost}", "admin.address"),
+        ("node: a\nnamespaces: [{name: shop, mesh: maybe}]", "namespaces[0].mesh"),
+        ("node: a\nnamespaces: [{name: shop}, {name: shop}]", "namespaces[1].name"),
+        ("node: a\nnamespaces: [{name: Shop}]", "namespaces[0].name"),
+        ("node: a\nworkloads: [{namespace: shop, name: w, cgroup: x}]", "workloads[0].namespace"),
+        ("node: a\nnamespaces: [{name: shop}]\nworkloads: [{namespace: shop, name: w, cgroup: ../../etc}]", "workloads[0].cgroup"),
+        ("node: a\nnamespaces: [{name: shop}]\nworkloads: [{namespace: shop, name: w}]", "workloads[0].cgroup"),
+        ("node: a\nnamespaces: [{name: shop}]\nworkloads: [{namespace: shop, name: w, cgroup: x, netns: rel}]", "workloads[0].netns"),
+        ("node: a\ncgroupRoot: relative/path", "cgroupRoot"),
+        ("node: a\nreconcileIntervalMs: 1", "reconcileIntervalMs"),
+        ("node: [a", "(yaml)"),
+    ])
+    func badInputIsRefusedNamingTheField(yaml: String, field: String) {
+        do {
+            _ = try NodeConfig.parse(yaml: yaml)
+            Issue.record("accepted invalid config: \(yaml)")
+        } catch let error as ValidationError {
+            #expect(error.field == field, "\(error)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+}
+
+@Suite struct CgroupMountDiscovery {
+    @Test func findsTheCgroup2MountOnAHybridHost() {
+        let mountinfo = """
+            30 24 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:4 - tmpfs tmpfs ro,mode=755
+            31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate
+            32 30 0:28 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:6 - cgroup cgroup rw,xattr,name=systemd
+            """
+        #expect(Cgroups.cgroup2Mount(mountinfo: mountinfo) == "/sys/fs/cgroup/unified")
+    }
+
+    @Test func optionalFieldsBeforeTheSeparatorDoNotConfuseIt() {
+        let mountinfo = "40 1 0:30 / /mnt/my\\040cg rw shared:9 master:3 - cgroup2 none rw\n"
+        #expect(Cgroups.cgroup2Mount(mountinfo: mountinfo) == "/mnt/my cg")
+    }
+
+    @Test func noCgroup2MountIsNil() {
+        #expect(Cgroups.cgroup2Mount(mountinfo: "22 1 0:5 / /proc rw - proc proc rw\n") == nil)
+    }
+}
