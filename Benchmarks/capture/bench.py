@@ -18,7 +18,7 @@ QUICK = os.environ.get('QUICK') == '1'
 CLOSE_CONNS = [int(c) for c in os.environ.get('CLOSE_CONNS', '1,50').split(',') if c]
 KA_CONNS = [int(c) for c in os.environ.get('KA_CONNS', '1,50').split(',') if c]
 QUIET = float(os.environ.get('QUIET', '0.3'))            # busy cores below which the machine is idle
-MAX_WAIT = float(os.environ.get('MAX_WAIT', '20' if QUICK else '120'))
+MAX_WAIT = float(os.environ.get('MAX_WAIT', '5' if QUICK else '120'))
 NICE = os.environ.get('NICE', '-20')
 CGROUPS = {'direct': os.environ['DIRECT_CG'], 'captured': os.environ['CAPTURED_CG']}
 PIDS = {'weftd': int(os.environ['WEFTD_PID']), 'nginx': int(os.environ['NGINX_PID'])}
@@ -62,16 +62,17 @@ def busy_cores(interval):
 
 
 def quiet_wait():
-    """Wait (bounded) until less than QUIET cores are busy; returns seconds waited."""
+    """Wait (bounded) until less than QUIET cores are busy; returns (seconds waited, busy cores at start
+    of the run if the wait timed out, else None)."""
     t0, warned = time.time(), False
     while True:
         b = busy_cores(1.0)
         if b < QUIET:
-            return round(time.time() - t0, 1)
+            return round(time.time() - t0, 1), None
         if time.time() - t0 > MAX_WAIT:
             say(f'  WARNING: machine still busy ({b:.2f} cores) after {MAX_WAIT:.0f} s; measuring anyway '
                 f'(load average {os.getloadavg()[0]:.2f})')
-            return round(time.time() - t0, 1)
+            return round(time.time() - t0, 1), round(b, 2)
         if not warned:
             say(f'  machine busy ({b:.2f} cores); waiting up to {MAX_WAIT:.0f} s for it to be idle...')
             warned = True
@@ -164,7 +165,7 @@ def summarize(res):
     L.append(f'Commit `{res["commit"]}`, kernel {platform.release()}, {os.cpu_count()} CPUs; '
              f'{res["reps"]} rep(s) x {res["dur"]} s per row{" (QUICK smoke run: not for comparison)" if res["quick"] else ""}. '
              'nginx (one process, 2-byte body) and weftd (release build) on CPU 0, wrk (1 thread) on CPU 1; '
-             'direct and captured runs alternate within each rep, each after the machine is idle. '
+             f'direct and captured runs alternate within each rep, each after waiting (at most {MAX_WAIT:.0f} s) for an idle machine. '
              'Medians with [min..max] over reps.')
     L.append('')
     L.append('"direct": wrk in an unmeshed cgroup. "captured": wrk in `weft.slice/weft-bench.slice/wrk.service`, its '
@@ -205,6 +206,12 @@ def summarize(res):
             continue
         L.append(f'| {test} | {conns} | {spread(ratios["rps"], "{:.2f}")} | {spread(ratios["p50_ms"], "{:.2f}")} | '
                  f'{spread(ratios["p99_ms"], "{:.2f}")} | {spread(us, "{:.1f}")} |')
+    busy = [r for r in res['runs'] if r.get('busy_at_start') is not None]
+    if busy:
+        L.append('')
+        L.append(f'**{len(busy)} of {len(res["runs"])} runs started on a busy machine** (other processes used '
+                 f'{min(r["busy_at_start"] for r in busy):.2f} to {max(r["busy_at_start"] for r in busy):.2f} cores after '
+                 f'waiting {MAX_WAIT:.0f} s): their figures are disturbed.')
     if res['problems']:
         L.append('')
         L.append('Problems:')
@@ -235,9 +242,9 @@ def main():
             for test, conns in TESTS:
                 order = ('direct', 'captured') if (rep + len(res['runs']) // 2) % 2 == 0 else ('captured', 'direct')
                 for path in order:
-                    waited = quiet_wait()
+                    waited, busy = quiet_wait()
                     d = run_once(path, test, conns, DUR, raw=f'{RUN_DIR}/wrk_{test}_c{conns}_{path}_r{rep}.txt')
-                    d.update(test=test, conns=conns, path=path, rep=rep, waited_s=waited)
+                    d.update(test=test, conns=conns, path=path, rep=rep, waited_s=waited, busy_at_start=busy)
                     res['runs'].append(d)
                     problem = check(path, d, test, conns)
                     if problem:

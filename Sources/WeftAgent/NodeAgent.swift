@@ -203,7 +203,7 @@ public actor NodeAgent: Service {
 
     // MARK: reconcile
 
-    private struct Discovered {
+    private struct Discovered: Sendable {
         var ref: WorkloadRef
         var cgroup: String
         var explicitNetns: String?
@@ -282,10 +282,14 @@ public actor NodeAgent: Service {
         }
 
         // 4. Discover workloads.
-        let found = discoverWorkloads(enabled: enabled)
+        let found = Self.discoverWorkloads(config: config, cgroupRoot: cgroupRoot, enabled: enabled)
         let table = Self.cgroupTable(found)
-        let rescanInputs = found
-        directory.replace(table) { Self.cgroupTable(rescanInputs) }
+        // A miss re-reads the slices themselves: the unit that dialled may
+        // have been created since this pass.
+        let (cfg, root) = (config, cgroupRoot)
+        directory.replace(table) {
+            Self.cgroupTable(Self.discoverWorkloads(config: cfg, cgroupRoot: root, enabled: enabled))
+        }
 
         // 5. Listeners in every network namespace a meshed workload lives in.
         var neededNetns: [UInt64: String] = [:]  // inode -> a path to open it by
@@ -351,7 +355,8 @@ public actor NodeAgent: Service {
         shared.report.withLock { $0 = report }
     }
 
-    private func discoverWorkloads(enabled: Set<NamespaceName>) -> [Discovered] {
+    private static func discoverWorkloads(config: NodeConfig, cgroupRoot: String, enabled: Set<NamespaceName>) -> [Discovered] {
+        func slicePath(_ ns: NamespaceName) -> String { "\(cgroupRoot)/\(SystemdNames.slicePath(for: ns))" }
         var out: [Discovered] = []
         var seen = Set<WorkloadRef>()
         for w in config.workloads {
@@ -366,10 +371,8 @@ public actor NodeAgent: Service {
         for ns in config.namespaces {
             let slice = slicePath(ns.name)
             for child in Cgroups.children(slice) {
-                guard let name = try? WorkloadName(child) else {
-                    logger.debug("ignoring a cgroup whose name is not a workload name", metadata: ["cgroup": "\(slice)/\(child)"])
-                    continue
-                }
+                // A folder whose name is not a workload name is not a workload.
+                guard let name = try? WorkloadName(child) else { continue }
                 let ref = WorkloadRef(namespace: ns.name, name: name)
                 let path = "\(slice)/\(child)"
                 // A cgroup already named by an explicit entry is that workload.

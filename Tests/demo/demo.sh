@@ -74,7 +74,7 @@ cleanup() {
         [ -d "$CGROOT" ] && echo "demo: could not remove $CGROOT"
     fi
     ip netns del "$NS" 2>/dev/null
-    if [ $rc != 0 ] && [ -s "$WORK/weftd.log" ]; then
+    if [ $rc != 0 ] && [ $rc != 130 ] && [ -s "$WORK/weftd.log" ]; then
         echo "demo: last lines of weftd's log:"; tail -n 20 "$WORK/weftd.log" | sed 's/^/  /'
     fi
     rm -rf "$WORK"

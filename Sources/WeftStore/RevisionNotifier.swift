@@ -1,0 +1,68 @@
+import Synchronization
+
+/// Wakes long-poll watchers when the store's revision moves. In-process: the
+/// embedded store has a single writer, this process.
+final class RevisionNotifier: Sendable {
+    private struct Waiter {
+        let above: Int64
+        let continuation: CheckedContinuation<Int64, Never>
+    }
+
+    private struct State {
+        var revision: Int64 = 0
+        var waiters: [UInt64: Waiter] = [:]
+        var nextID: UInt64 = 0
+        /// Timed out before their waiter was registered.
+        var expired: Set<UInt64> = []
+    }
+
+    private let state = Mutex(State())
+
+    func publish(_ revision: Int64) {
+        let ready = state.withLock { s -> [Waiter] in
+            guard revision > s.revision else { return [] }
+            s.revision = revision
+            let due = s.waiters.filter { $0.value.above < revision }
+            for id in due.keys { s.waiters[id] = nil }
+            return Array(due.values)
+        }
+        for w in ready { w.continuation.resume(returning: revision) }
+    }
+
+    func wait(above: Int64, timeout: Duration) async -> Int64 {
+        let id = state.withLock { s -> UInt64 in
+            s.nextID += 1
+            return s.nextID
+        }
+        let value = await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                do {
+                    try await Task.sleep(for: timeout)
+                    self.resume(id)
+                } catch {}
+            }
+            let value = await withCheckedContinuation { (c: CheckedContinuation<Int64, Never>) in
+                let now = state.withLock { s -> Int64? in
+                    if s.revision > above || s.expired.remove(id) != nil { return s.revision }
+                    s.waiters[id] = Waiter(above: above, continuation: c)
+                    return nil
+                }
+                if let now { c.resume(returning: now) }
+            }
+            group.cancelAll()
+            return value
+        }
+        // The timer may have fired just as the revision moved.
+        state.withLock { _ = $0.expired.remove(id) }
+        return value
+    }
+
+    private func resume(_ id: UInt64) {
+        let (waiter, rev) = state.withLock { s in
+            let w = s.waiters.removeValue(forKey: id)
+            if w == nil { s.expired.insert(id) }
+            return (w, s.revision)
+        }
+        waiter?.continuation.resume(returning: rev)
+    }
+}
