@@ -18,6 +18,7 @@ let package = Package(
     products: [
         .executable(name: "weftd", targets: ["weftd"]),
         .executable(name: "weftctl", targets: ["weftctl"]),
+        .executable(name: "weft-control", targets: ["weft-control"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -29,6 +30,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .target(name: "WeftCore", swiftSettings: swiftSettings),
@@ -45,6 +49,37 @@ let package = Package(
         .target(
             name: "WeftStore",
             dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WeftControl",
+            dependencies: [
+                "WeftCore", "WeftStore", "WeftIdentity",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WeftControlClient",
+            dependencies: [
+                "WeftCore", "WeftIdentity",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "weft-control",
+            dependencies: [
+                "WeftControl",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .systemLibrary(
@@ -81,7 +116,7 @@ let package = Package(
         .target(
             name: "WeftAgent",
             dependencies: [
-                "WeftCore", "WeftBPF", "WeftProxy", "CWeftShim",
+                "WeftCore", "WeftBPF", "WeftProxy", "CWeftShim", "WeftControlClient", "WeftIdentity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -89,6 +124,8 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -103,7 +140,8 @@ let package = Package(
         .executableTarget(
             name: "weftctl",
             dependencies: [
-                "WeftCore",
+                "WeftCore", "WeftControlClient",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -112,6 +150,16 @@ let package = Package(
         .testTarget(name: "WeftBPFTests", dependencies: ["WeftBPF", "CWeftShim"], swiftSettings: swiftSettings),
         .testTarget(name: "WeftIdentityTests", dependencies: ["WeftIdentity"], swiftSettings: swiftSettings),
         .testTarget(name: "WeftStoreTests", dependencies: ["WeftStore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "WeftControlTests",
+            dependencies: [
+                "WeftControl", "WeftControlClient", "WeftIdentity", "WeftStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "WeftAgentTests", dependencies: ["WeftAgent"], swiftSettings: swiftSettings),
         .testTarget(
             name: "WeftIntegrationTests",

@@ -7,6 +7,7 @@ import Synchronization
 import UnixSignals
 import WeftBPF
 import WeftCore
+import WeftIdentity
 import WeftProxy
 
 /// weftd's agent: loads capture, opens the proxy's listeners, and keeps the
@@ -34,6 +35,11 @@ public actor NodeAgent: Service {
     private var listeners: [UInt64: ProxyListeners] = [:]
     private var repairs = 0
     private var lastRepair: [String: Date] = [:]
+    /// Control-plane state: whether a snapshot was ever applied, which one.
+    private var synced = false
+    public private(set) var appliedVersion: Int64 = 0
+    private var snapshot: NodeSnapshot?
+    private var certificates: [SpiffeID: WorkloadCertificate] = [:]
 
     public init(configPath: String, config: NodeConfig, logger: Logger) {
         self.configPath = configPath
@@ -91,6 +97,12 @@ public actor NodeAgent: Service {
                     await self.loop()
                 }
             }
+            if let control = config.control {
+                let sync = ControlSync(settings: control, node: config.node, agent: self, logger: logger)
+                group.addTask {
+                    await cancelWhenGracefulShutdown { await sync.run() }
+                }
+            }
             await group.next()
             group.cancelAll()
         }
@@ -119,6 +131,10 @@ public actor NodeAgent: Service {
         nodeNetns = node
         listeners[node.inode] = try await proxy.listen(in: node)
         logger.info("node proxy listening", metadata: ["addresses": "\(listeners[node.inode]!.addresses)"])
+        if let control = config.control, let persisted = NodeStateDir(path: control.stateDir).snapshot() {
+            logger.info("applying the last snapshot from weft-control until it answers", metadata: ["version": "\(persisted.version)"])
+            adopt(persisted)
+        }
         await reconcile()
         if shared.report.withLock({ $0?.ready ?? false }) {
             logger.info("ready: capture is in place", metadata: ["node": "\(config.node)"])
@@ -179,15 +195,21 @@ public actor NodeAgent: Service {
             return
         }
         guard fresh != config else { return }
-        if fresh.node != config.node || fresh.bpfRoot != config.bpfRoot || fresh.outboundPort != config.outboundPort
+        if fresh.node != config.node || fresh.bpfRoot != config.bpfRoot || fresh.control != config.control || fresh.outboundPort != config.outboundPort
             || fresh.cgroupRoot != config.cgroupRoot || fresh.adminHost != config.adminHost || fresh.adminPort != config.adminPort {
             logger.warning("node, bpfRoot, cgroupRoot, proxy.outboundPort and admin.address change only on restart; the rest is applied now")
         }
         var applied = fresh
+        if applied.control != nil {
+            // weft-control owns these; the file cannot override them.
+            applied.namespaces = config.namespaces
+            applied.workloads = config.workloads
+        }
         applied.node = config.node
         applied.bpfRoot = config.bpfRoot
         applied.outboundPort = config.outboundPort
         applied.cgroupRoot = config.cgroupRoot
+        applied.control = config.control
         if captureSettings(applied) != captureSettings(config) {
             do {
                 try dataplane?.write(captureSettings(applied))
@@ -199,6 +221,64 @@ public actor NodeAgent: Service {
         config = applied
         generation += 1
         logger.info("configuration applied", metadata: ["generation": "\(generation)"])
+    }
+
+    // MARK: control plane
+
+    /// Applies a snapshot from weft-control: its namespaces and this node's
+    /// workloads replace the current ones, then one reconcile pass runs.
+    func applySnapshot(_ s: NodeSnapshot) async {
+        adopt(s)
+        await reconcile()
+        logger.info("snapshot applied", metadata: ["version": "\(s.version)"])
+    }
+
+    private func adopt(_ s: NodeSnapshot) {
+        let desired = NodeConfig.desiredState(from: s, node: config.node)
+        if !desired.skipped.isEmpty {
+            logger.warning("snapshot entries this node cannot use were skipped", metadata: ["entries": "\(desired.skipped)"])
+        }
+        config.namespaces = desired.namespaces
+        config.workloads = desired.workloads
+        snapshot = s
+        appliedVersion = s.version
+        synced = true
+        generation += 1
+    }
+
+    /// The identities this node must hold certificates for: its workloads in
+    /// meshed namespaces, by their service accounts.
+    func workloadIdentities() -> [(WorkloadRef, SpiffeID)] {
+        guard let s = snapshot, let td = try? TrustDomain(s.trustDomain) else { return [] }
+        let meshed = Set(s.namespaces.filter(\.mesh).map(\.name))
+        return s.workloads.compactMap { w in
+            guard w.node == config.node, meshed.contains(w.namespace),
+                  let ns = try? NamespaceName(w.namespace), let name = try? WorkloadName(w.name),
+                  let sa = try? ServiceAccountName(w.serviceAccount) else { return nil }
+            return (WorkloadRef(namespace: ns, name: name), SpiffeID.workload(trustDomain: td, namespace: ns, serviceAccount: sa))
+        }
+    }
+
+    func certificate(for id: SpiffeID) -> WorkloadCertificate? { certificates[id] }
+
+    func store(_ cert: WorkloadCertificate) { certificates[cert.spiffeID] = cert }
+
+    /// The status report for weft-control.
+    func nodeStatus() -> NodeStatus {
+        let report = shared.report.withLock { $0 }
+        let iso = ISO8601DateFormatter()
+        let workloads = (report?.workloads ?? []).map { w in
+            NodeStatus.WorkloadState(
+                namespace: w.namespace, name: w.name, cgroup: w.cgroup, captured: w.captured,
+                reason: w.captured ? nil : (config.namespaces.first { $0.name.rawValue == w.namespace }?.mesh == true
+                    ? "capture hooks missing on the cgroup: \(Set(CaptureHook.allCases.map(\.rawValue)).subtracting(w.hooks).sorted())"
+                    : "namespace mesh disabled"),
+                netns: w.netns)
+        }
+        let certs = certificates.values.map {
+            NodeStatus.CertificateState(spiffeID: $0.spiffeID.uri, notAfter: iso.string(from: $0.certificate.notValidAfter))
+        }.sorted { $0.spiffeID < $1.spiffeID }
+        return NodeStatus(appliedVersion: appliedVersion, weftdVersion: ControlSync.weftdVersion, workloads: workloads, certificates: certs)
     }
 
     // MARK: reconcile
@@ -346,12 +426,14 @@ public actor NodeAgent: Service {
         }
         let ready = desired.keys.allSatisfy { attached.contains($0) || !$0.hasPrefix("namespaces/") }
             && listeners[nodeNetns.inode] != nil
+            && (config.control == nil || synced)
         let listenerReports = listeners.values.map { CaptureReport.ListenerReport(netns: "\($0.netns)", addresses: $0.addresses) }
             .sorted { $0.netns < $1.netns }
         let report = CaptureReport(
             node: config.node, ready: ready, configGeneration: generation, repairs: repairs,
             namespaces: nsReports, workloads: reports, listeners: listenerReports,
-            maps: dataplane.mapFill(), proxy: proxy.stats.snapshot())
+            maps: dataplane.mapFill(), appliedVersion: config.control == nil ? nil : appliedVersion,
+            proxy: proxy.stats.snapshot())
         shared.report.withLock { $0 = report }
     }
 

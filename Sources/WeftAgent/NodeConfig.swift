@@ -17,7 +17,22 @@ public struct NodeConfig: Sendable, Equatable {
         public var netns: String?
     }
 
+    /// Where the node's desired state comes from when it is not this file.
+    public struct Control: Sendable, Equatable {
+        /// `https://host:port` of weft-control.
+        public var server: String
+        /// The mesh CA certificate (PEM) that weft-control's certificate chains to.
+        public var caFile: String
+        /// A one-time bootstrap token (`weftctl node token create`), read only
+        /// until the node has its credential.
+        public var tokenFile: String?
+        /// Node credential and the last applied snapshot, kept across restarts.
+        public var stateDir: String
+    }
+
     public var node: String
+    /// nil: namespaces and workloads come from this file.
+    public var control: Control?
     /// nil: the cgroup2 mount point.
     public var cgroupRoot: String?
     public var bpfRoot: String
@@ -56,14 +71,14 @@ public struct NodeConfig: Sendable, Equatable {
             throw ValidationError(field: "(root)", "expected a mapping with at least `node:`")
         }
         let r = Reader(map: map, path: "")
-        try r.allowOnly(["node", "cgroupRoot", "bpfRoot", "reconcileIntervalMs", "proxy", "admin", "capture", "namespaces", "workloads"])
+        try r.allowOnly(["node", "cgroupRoot", "bpfRoot", "reconcileIntervalMs", "proxy", "admin", "capture", "namespaces", "workloads", "control"])
 
         let node = try r.string("node", required: true)!
         guard DNSLabel.isValid(node) else {
             throw ValidationError(field: "node", "\"\(node)\" must be lower-case letters, digits and '-' (1 to 63)")
         }
         var cfg = NodeConfig(
-            node: node,
+            node: node, control: nil,
             cgroupRoot: try r.string("cgroupRoot"),
             bpfRoot: try r.string("bpfRoot") ?? "/sys/fs/bpf/weft",
             reconcileInterval: .milliseconds(try r.int("reconcileIntervalMs", in: 50...60_000) ?? 500),
@@ -161,7 +176,73 @@ public struct NodeConfig: Sendable, Equatable {
             }
             cfg.workloads.append(ExplicitWorkload(ref: ref, cgroup: parts.joined(separator: "/"), netns: netns))
         }
+        if let c = try r.sub("control") {
+            try c.allowOnly(["server", "caFile", "tokenFile", "stateDir"])
+            let server = try c.string("server", required: true)!
+            guard server.hasPrefix("https://"), server.count > "https://".count else {
+                throw ValidationError(field: "control.server", "\"\(server)\" must be an https:// URL: the control API is only spoken over TLS")
+            }
+            let control = Control(
+                server: server,
+                caFile: try c.string("caFile", required: true)!,
+                tokenFile: try c.string("tokenFile"),
+                stateDir: try c.string("stateDir") ?? "/var/lib/weft")
+            for (field, value) in [("control.caFile", control.caFile), ("control.stateDir", control.stateDir), ("control.tokenFile", control.tokenFile ?? "/")] {
+                if !value.hasPrefix("/") { throw ValidationError(field: field, "must be an absolute path") }
+            }
+            if !cfg.namespaces.isEmpty {
+                throw ValidationError(field: "namespaces", "not allowed together with control: weft-control decides which namespaces are meshed")
+            }
+            if !cfg.workloads.isEmpty {
+                throw ValidationError(field: "workloads", "not allowed together with control: declare workloads through weft-control")
+            }
+            cfg.control = control
+        }
         return cfg
+    }
+
+    /// The namespaces and workloads a control-plane snapshot asks of this node.
+    /// Entries that this node cannot use are skipped and named in `skipped`,
+    /// never guessed at.
+    public static func desiredState(from snapshot: NodeSnapshot, node: String)
+        -> (namespaces: [Namespace], workloads: [ExplicitWorkload], skipped: [String]) {
+        var namespaces: [Namespace] = []
+        var skipped: [String] = []
+        var known = Set<NamespaceName>()
+        for ns in snapshot.namespaces {
+            guard let name = try? NamespaceName(ns.name), known.insert(name).inserted else {
+                skipped.append("namespace \(ns.name)")
+                continue
+            }
+            namespaces.append(Namespace(name: name, mesh: ns.mesh))
+        }
+        var workloads: [ExplicitWorkload] = []
+        for w in snapshot.workloads where w.node == node {
+            guard let ns = try? NamespaceName(w.namespace), known.contains(ns), let name = try? WorkloadName(w.name) else {
+                skipped.append("workload \(w.namespace)/\(w.name)")
+                continue
+            }
+            let path: String
+            if let unit = w.unit, (try? WorkloadName(unit)) != nil {
+                path = "\(SystemdNames.slicePath(for: ns))/\(unit)"
+            } else if let cgroup = w.cgroup {
+                let parts = cgroup.split(separator: "/")
+                guard !parts.isEmpty, !parts.contains(".."), !parts.contains(".") else {
+                    skipped.append("workload \(w.namespace)/\(w.name)")
+                    continue
+                }
+                path = parts.joined(separator: "/")
+            } else {
+                skipped.append("workload \(w.namespace)/\(w.name)")
+                continue
+            }
+            if let netns = w.netns, !netns.hasPrefix("/") {
+                skipped.append("workload \(w.namespace)/\(w.name)")
+                continue
+            }
+            workloads.append(ExplicitWorkload(ref: WorkloadRef(namespace: ns, name: name), cgroup: path, netns: w.netns))
+        }
+        return (namespaces, workloads, skipped)
     }
 }
 

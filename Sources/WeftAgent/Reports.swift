@@ -35,5 +35,7 @@ public struct CaptureReport: Codable, Sendable {
     public var workloads: [WorkloadReport]
     public var listeners: [ListenerReport]
     public var maps: [String: Int]
+    /// The weft-control snapshot applied (nil when the node runs from its file).
+    public var appliedVersion: Int64?
     public var proxy: ProxyStats.Snapshot
 }

@@ -1,15 +1,70 @@
+// weftctl: the operator's command line, with kubectl's and istioctl's habits
+// (apply -f, get -o yaml|json|wide, delete, status, version, completion).
+// It talks to weft-control through WeftControlClient, and to a node's weftd
+// admin endpoint for `capture`.
 import ArgumentParser
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import WeftControlClient
 
 @main
 struct Weftctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "weftctl",
         abstract: "Operate a Weft mesh.",
-        subcommands: [Capture.self])
+        discussion: """
+        weft-control is found through --server, --ca-file and --token-file, or the environment \
+        (WEFT_SERVER, WEFT_CA_FILE, WEFT_TOKEN_FILE), or ~/.weft/config; on the node that runs \
+        weft-control the defaults work as root.
+        """,
+        version: ControlClient.version,
+        subcommands: [Apply.self, Get.self, Delete.self, NamespaceCommand.self, NodeCommand.self, Status.self,
+                      Capture.self, Version.self, Completion.self])
+
+    /// Also accepted before the subcommand (`weftctl --server URL get ns`), as
+    /// kubectl's global flags are; the subcommand sees the same values.
+    @OptionGroup(visibility: .hidden) var connection: ConnectionOptions
+
+    /// Parses, runs, and turns every failure into a message and an exit code:
+    /// usage errors exit 64 with ArgumentParser's text, everything else 1
+    /// with `error: …` on stderr — never a backtrace.
+    static func main() async {
+        let arguments = rewriteArguments(Array(CommandLine.arguments.dropFirst()))
+        do {
+            var command = try parseAsRoot(arguments)
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as CLIError {
+            if !error.description.isEmpty { Output.warn("error: \(error.description)") }
+            Foundation.exit(error.exitCode)
+        } catch let error as ControlError {
+            if error.kind == .rejected, let code = error.code {
+                Output.warn("error from server (\(code)): \(error)")
+            } else {
+                Output.warn("error: \(error)")
+            }
+            Foundation.exit(1)
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// kubectl accepts a bare `--dry-run`; ArgumentParser options need a
+    /// value, so the bare form is rewritten to `--dry-run=server` before parsing.
+    static func rewriteArguments(_ arguments: [String]) -> [String] {
+        var out: [String] = []
+        var passThrough = false
+        for argument in arguments {
+            if argument == "--" { passThrough = true }
+            out.append(!passThrough && argument == "--dry-run" ? "--dry-run=server" : argument)
+        }
+        return out
+    }
 }
 
 struct Capture: AsyncParsableCommand {

@@ -1,0 +1,164 @@
+import Synchronization
+import WeftStore
+
+/// Runs the server's writes one at a time.
+///
+/// Checks that span several objects (virtual IPs unique across Services, a
+/// Namespace empty before it is deleted, a token redeemed once) read the store,
+/// decide, then commit; two such writes interleaving could each pass its check
+/// and together break the rule. The embedded store has one writer, this process,
+/// so serialising here is enough; the commits also carry compare-and-swap
+/// versions as a second line of defence.
+final class WriteSerializer: Sendable {
+    private struct State {
+        var busy = false
+        var waiting: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        await acquire()
+        do {
+            let value = try await body()
+            release()
+            return value
+        } catch {
+            release()
+            throw error
+        }
+    }
+
+    private func acquire() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let runNow = state.withLock { s -> Bool in
+                if s.busy { s.waiting.append(c); return false }
+                s.busy = true
+                return true
+            }
+            if runNow { c.resume() }
+        }
+    }
+
+    private func release() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiting.isEmpty { s.busy = false; return nil }
+            return s.waiting.removeFirst()
+        }
+        next?.resume()
+    }
+}
+
+/// The snapshot version: the store revision of the last change to a user
+/// resource.
+///
+/// Agents long-poll on it rather than on the raw store revision because node
+/// status reports are stored too: if every report moved the version, each report
+/// would wake every agent, which would re-apply and report again, for ever.
+///
+/// `seen` is the store revision up to which `version` is exact; commits after it
+/// (not yet recorded here) are found in the store's change log by the long poll.
+final class SnapshotVersion: Sendable {
+    private let state: Mutex<(version: Int64, seen: Int64)>
+
+    init(version: Int64, seen: Int64) {
+        state = Mutex((version, seen))
+    }
+
+    /// Reads the version from the store's change log (once, at start).
+    static func load(from store: any ResourceStore) async throws -> SnapshotVersion {
+        let revision = try await store.revision()
+        do {
+            let changes = try await store.changes(after: 0)
+            let last = changes.last { !InternalKind.isInternal($0.key.kind) }?.revision ?? 0
+            return SnapshotVersion(version: last, seen: max(revision, changes.last?.revision ?? 0))
+        } catch let error as StoreError where error.code == .compacted {
+            // The log no longer reaches back: take the revision itself, so every
+            // agent fetches one (identical) snapshot and carries on.
+            return SnapshotVersion(version: revision, seen: revision)
+        }
+    }
+
+    var current: (version: Int64, seen: Int64) { state.withLock { $0 } }
+
+    /// Called after each commit of this process, in commit order.
+    func record(revision: Int64, touchesResources: Bool) {
+        state.withLock { s in
+            if touchesResources { s.version = max(s.version, revision) }
+            s.seen = max(s.seen, revision)
+        }
+    }
+}
+
+/// One ``ClusterView`` per snapshot version, loaded once however many agents
+/// ask for it at the same moment (after an apply, all of them do).
+final class ClusterViewCache: Sendable {
+    private let entry = Mutex<(version: Int64, task: Task<ClusterView, any Error>)?>(nil)
+
+    func view(version: Int64, load: @escaping @Sendable () async throws -> ClusterView) async throws -> ClusterView {
+        let task = entry.withLock { e -> Task<ClusterView, any Error> in
+            if let e, e.version == version { return e.task }
+            let t = Task { try await load() }
+            // A late request for an older version must not evict the newest.
+            if (e?.version ?? .min) < version { e = (version, t) }
+            return t
+        }
+        do {
+            return try await task.value
+        } catch {
+            // Do not keep a failure: the next caller tries again.
+            entry.withLock { e in if e?.version == version { e = nil } }
+            throw error
+        }
+    }
+}
+
+/// Lets graceful shutdown answer every waiting long poll at once.
+///
+/// A poll sleeps in the store's `waitForRevision`; cancelling that is no use
+/// (SQLiteStore's waiter then sleeps until the next revision), so the store wait
+/// runs in its own task and the poll waits for whichever comes first: the store
+/// or the drain.
+final class LongPollDrain: Sendable {
+    private struct State {
+        var draining = false
+        var next: UInt64 = 0
+        var waiting: [UInt64: CheckedContinuation<Int64?, any Error>] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    var isDraining: Bool { state.withLock { $0.draining } }
+
+    func drain() {
+        let waiting = state.withLock { s in
+            s.draining = true
+            defer { s.waiting = [:] }
+            return s.waiting
+        }
+        for c in waiting.values { c.resume(returning: nil) }
+    }
+
+    /// The store revision once it is above `above` (or at `timeout`), or nil when draining.
+    func waitForRevision(_ store: any ResourceStore, above: Int64, timeout: Duration) async throws -> Int64? {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Int64?, any Error>) in
+            let id = state.withLock { s -> UInt64? in
+                if s.draining { return nil }
+                s.next += 1
+                s.waiting[s.next] = c
+                return s.next
+            }
+            guard let id else { return c.resume(returning: nil) }
+            Task { [self] in
+                let result: Result<Int64?, any Error>
+                do {
+                    result = .success(try await store.waitForRevision(above: above, timeout: timeout))
+                } catch {
+                    result = .failure(error)
+                }
+                let waiter = state.withLock { $0.waiting.removeValue(forKey: id) }
+                waiter?.resume(with: result)
+            }
+        }
+    }
+}

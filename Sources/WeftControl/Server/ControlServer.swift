@@ -1,0 +1,168 @@
+import Foundation
+import Hummingbird
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+import Synchronization
+import WeftCore
+import WeftIdentity
+import WeftStore
+
+/// weft-control's settings: the flags of `weft-control` (docs/control-api.md, "Running").
+public struct ControlServerConfiguration: Sendable {
+    public var dataDirectory: String
+    public var host: String
+    /// 0 picks a free port (tests).
+    public var port: Int
+    public var trustDomain: TrustDomain
+    public var serviceCIDR: CIDR
+
+    public static let defaultListen = "127.0.0.1:15443"
+
+    public init(dataDirectory: String, listen: String = defaultListen, trustDomain: String = "cluster.local",
+                serviceCIDR: String = "10.96.0.0/16") throws {
+        self.dataDirectory = dataDirectory
+        (host, port) = try Self.parseListen(listen)
+        do {
+            self.trustDomain = try TrustDomain(trustDomain, field: "--trust-domain")
+            self.serviceCIDR = try CIDR(serviceCIDR, field: "--service-cidr")
+        } catch {
+            throw BootstrapError("\(error.field): \(error.message)")
+        }
+    }
+
+    /// `host:port` or `[v6]:port`.
+    static func parseListen(_ text: String) throws -> (String, Int) {
+        var host: Substring
+        var port: Substring
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(after: close)...]
+            guard port.hasPrefix(":") else { throw BootstrapError("--listen \"\(text)\" must be host:port or [IPv6]:port") }
+            port = port.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else {
+                throw BootstrapError("--listen \"\(text)\" must be host:port or [IPv6]:port, such as 127.0.0.1:15443")
+            }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, let number = Int(port), (0...65535).contains(number) else {
+            throw BootstrapError("--listen \"\(text)\" must be host:port with a port from 0 to 65535")
+        }
+        return (String(host), number)
+    }
+}
+
+/// The control API server: the data dir made ready, the store opened, and a
+/// Hummingbird application serving ``ControlResponder`` over TLS.
+public final class ControlServer: Sendable {
+    public let configuration: ControlServerConfiguration
+    /// The operators' bearer token (`admin.token`).
+    public let adminToken: String
+    /// The mesh CA certificate clients trust (`ca/ca.crt`).
+    public let caCertificatePEM: String
+    let api: ControlAPI
+    private let application: Application<ControlResponder>
+    private let port = BoundPort()
+    private let group = Mutex<ServiceGroup?>(nil)
+    private let logger: Logger
+
+    public init(configuration: ControlServerConfiguration, logger: Logger) async throws {
+        self.configuration = configuration
+        self.logger = logger
+        let directory = DataDirectory(path: configuration.dataDirectory)
+        let material = try directory.prepare(trustDomain: configuration.trustDomain, listenHost: configuration.host)
+        adminToken = material.adminToken
+        caCertificatePEM = material.ca.certificatePEM
+
+        let store = try SQLiteStore(path: directory.storePath)
+        let versions = try await SnapshotVersion.load(from: store)
+        api = ControlAPI(store: store, ca: material.ca, serviceCIDR: configuration.serviceCIDR, logger: logger, versions: versions)
+
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(material.serverCertificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(material.serverKeyPEM.utf8), format: .pem)))
+        tls.minimumTLSVersion = .tlsv13
+        // Optional at the TLS layer, so operators (bearer token) and joining nodes
+        // (bootstrap token) connect without one; a certificate that is sent must
+        // chain to the mesh CA, and node endpoints require one (ControlResponder).
+        tls.certificateVerification = .optionalVerification
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(material.ca.certificatePEM.utf8)))
+
+        let responder = ControlResponder(
+            api: api,
+            auth: Authenticator(adminToken: material.adminToken, trustBundle: material.ca.trustBundle, logger: logger),
+            logger: logger)
+        let bound = port
+        application = Application(
+            responder: responder,
+            server: try .tls(.http1(), tlsConfiguration: tls),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            onServerRunning: { channel in
+                let number = channel.localAddress?.port ?? configuration.port
+                bound.announce(number)
+                logger.info("weft-control listening", metadata: ["address": "\(configuration.host):\(number)", "trustDomain": "\(configuration.trustDomain)"])
+            },
+            logger: logger)
+        let revision = try await store.revision()
+        logger.info("weft-control ready", metadata: [
+            "dataDir": "\(configuration.dataDirectory)", "revision": "\(revision)",
+            "snapshotVersion": "\(versions.current.version)", "serviceCIDR": "\(configuration.serviceCIDR)",
+        ])
+    }
+
+    /// Serves until ``shutdown()``, until the task is cancelled, or — run as a
+    /// service of a ServiceGroup — until that group shuts down gracefully (call
+    /// ``beginShutdown()`` from the graceful-shutdown handler so long polls answer).
+    public func run() async throws {
+        let serviceGroup = ServiceGroup(configuration: .init(services: [application], logger: logger))
+        group.withLock { $0 = serviceGroup }
+        try await serviceGroup.run()
+    }
+
+    /// The port the server listens on, once it does.
+    public func boundPort() async -> Int {
+        await port.wait()
+    }
+
+    /// Answers every waiting snapshot long poll, so that graceful shutdown does
+    /// not wait for them (they can last a minute).
+    public func beginShutdown() {
+        api.drainLongPolls()
+    }
+
+    /// Graceful shutdown: long polls answered, requests in flight finished, then ``run()`` returns.
+    public func shutdown() async {
+        beginShutdown()
+        let serviceGroup = group.withLock { $0 }
+        await serviceGroup?.triggerGracefulShutdown()
+    }
+}
+
+/// The listening port, announced once the socket is bound (port 0 picks one).
+private final class BoundPort: Sendable {
+    private let state = Mutex<(port: Int?, waiting: [CheckedContinuation<Int, Never>])>((nil, []))
+
+    func announce(_ port: Int) {
+        let waiting = state.withLock { s in
+            s.port = port
+            defer { s.waiting = [] }
+            return s.waiting
+        }
+        for w in waiting { w.resume(returning: port) }
+    }
+
+    func wait() async -> Int {
+        await withCheckedContinuation { c in
+            let now = state.withLock { s -> Int? in
+                if let p = s.port { return p }
+                s.waiting.append(c)
+                return nil
+            }
+            if let now { c.resume(returning: now) }
+        }
+    }
+}

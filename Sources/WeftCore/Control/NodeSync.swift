@@ -1,0 +1,142 @@
+/// Wire types of agent sync (docs/control-api.md): what weft-control sends a
+/// node, and what the node reports back. Shared by the server, the client
+/// and weftd so the three cannot drift.
+
+/// Everything one node needs, at one store revision.
+public struct NodeSnapshot: Codable, Sendable, Equatable {
+    public struct Namespace: Codable, Sendable, Equatable {
+        public var name: String
+        public var mesh: Bool
+        public init(name: String, mesh: Bool) { self.name = name; self.mesh = mesh }
+    }
+
+    public struct Port: Codable, Sendable, Equatable {
+        public var name: String?
+        public var port: Int
+        public var targetPort: Int?
+        public var protocol_: String
+
+        enum CodingKeys: String, CodingKey { case name, port, targetPort, protocol_ = "protocol" }
+
+        public init(name: String?, port: Int, targetPort: Int? = nil, protocol_: String) {
+            self.name = name
+            self.port = port
+            self.targetPort = targetPort
+            self.protocol_ = protocol_
+        }
+    }
+
+    public struct Workload: Codable, Sendable, Equatable {
+        public var namespace: String
+        public var name: String
+        public var node: String
+        public var unit: String?
+        public var cgroup: String?
+        public var netns: String?
+        public var serviceAccount: String
+        public var labels: [String: String]
+        public var addresses: [String]
+        public var ports: [Port]
+
+        public init(namespace: String, name: String, node: String, unit: String?, cgroup: String?, netns: String?,
+                    serviceAccount: String, labels: [String: String], addresses: [String], ports: [Port]) {
+            self.namespace = namespace
+            self.name = name
+            self.node = node
+            self.unit = unit
+            self.cgroup = cgroup
+            self.netns = netns
+            self.serviceAccount = serviceAccount
+            self.labels = labels
+            self.addresses = addresses
+            self.ports = ports
+        }
+    }
+
+    public struct Endpoint: Codable, Sendable, Equatable {
+        public var workload: String
+        public var node: String
+        public var addresses: [String]
+        public init(workload: String, node: String, addresses: [String]) {
+            self.workload = workload
+            self.node = node
+            self.addresses = addresses
+        }
+    }
+
+    public struct Service: Codable, Sendable, Equatable {
+        public var namespace: String
+        public var name: String
+        public var virtualIP: String
+        public var ports: [Port]
+        public var endpoints: [Endpoint]
+        public init(namespace: String, name: String, virtualIP: String, ports: [Port], endpoints: [Endpoint]) {
+            self.namespace = namespace
+            self.name = name
+            self.virtualIP = virtualIP
+            self.ports = ports
+            self.endpoints = endpoints
+        }
+    }
+
+    public var version: Int64
+    public var node: String
+    public var trustDomain: String
+    public var namespaces: [Namespace]
+    /// Only this node's workloads.
+    public var workloads: [Workload]
+    /// Every service, with its endpoints on any node.
+    public var services: [Service]
+
+    public init(version: Int64, node: String, trustDomain: String, namespaces: [Namespace], workloads: [Workload], services: [Service]) {
+        self.version = version
+        self.node = node
+        self.trustDomain = trustDomain
+        self.namespaces = namespaces
+        self.workloads = workloads
+        self.services = services
+    }
+}
+
+/// What a node reports: the snapshot it applied, what it found, what it holds.
+public struct NodeStatus: Codable, Sendable, Equatable {
+    public struct WorkloadState: Codable, Sendable, Equatable {
+        public var namespace: String
+        public var name: String
+        public var cgroup: String
+        public var captured: Bool
+        /// Why not captured, when not.
+        public var reason: String?
+        public var netns: String
+        public init(namespace: String, name: String, cgroup: String, captured: Bool, reason: String?, netns: String) {
+            self.namespace = namespace
+            self.name = name
+            self.cgroup = cgroup
+            self.captured = captured
+            self.reason = reason
+            self.netns = netns
+        }
+    }
+
+    public struct CertificateState: Codable, Sendable, Equatable {
+        public var spiffeID: String
+        /// RFC 3339.
+        public var notAfter: String
+        public init(spiffeID: String, notAfter: String) {
+            self.spiffeID = spiffeID
+            self.notAfter = notAfter
+        }
+    }
+
+    public var appliedVersion: Int64
+    public var weftdVersion: String
+    public var workloads: [WorkloadState]
+    public var certificates: [CertificateState]
+
+    public init(appliedVersion: Int64, weftdVersion: String, workloads: [WorkloadState], certificates: [CertificateState]) {
+        self.appliedVersion = appliedVersion
+        self.weftdVersion = weftdVersion
+        self.workloads = workloads
+        self.certificates = certificates
+    }
+}
