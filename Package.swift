@@ -58,8 +58,12 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -148,13 +152,23 @@ let package = Package(
         ),
         .testTarget(name: "WeftCoreTests", dependencies: ["WeftCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WeftBPFTests", dependencies: ["WeftBPF", "CWeftShim"], swiftSettings: swiftSettings),
-        .testTarget(name: "WeftIdentityTests", dependencies: ["WeftIdentity"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "WeftIdentityTests",
+            dependencies: [
+                "WeftIdentity", "WeftCore",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "WeftStoreTests", dependencies: ["WeftStore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "WeftControlTests",
             dependencies: [
-                "WeftControl", "WeftControlClient", "WeftIdentity", "WeftStore",
+                "WeftControl", "WeftControlClient", "WeftIdentity", "WeftStore", "WeftCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
             ],

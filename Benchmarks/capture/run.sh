@@ -6,7 +6,8 @@
 #   make bench                      REPS=3 x DUR=10 s per test, path and connection count
 #   QUICK=1 make bench              1 rep x 2 s: a smoke run (CI)
 #   REPS=5 DUR=10 make bench        knobs: REPS, DUR, CLOSE_CONNS=1,50, KA_CONNS=1,50,
-#                                   QUIET=0.3 (busy cores counted as idle), MAX_WAIT=120 s, NICE=-20
+#                                   QUIET=0.3 (busy cores counted as idle), MAX_WAIT=120 s, NICE=-20,
+#                                   FOREIGN_MAX=0.15 (cores used by others during a run before it is redone)
 #
 # Tests: (a) "close": wrk -H 'Connection: close', a new TCP connection per request (connect, request,
 # first byte); (b) "keep-alive": small requests on established connections (the L4 relay alone).

@@ -26,13 +26,16 @@ struct ControlSync {
         var attempt = 0
         var client: ControlClient?
         var applied = await agent.appliedVersion
+        // Version 0 is a real version (an empty control plane): whether a
+        // snapshot was applied at all is tracked on its own.
+        var hasApplied = await agent.isSynced
         var lastError = ""
         defer { if let client { Task { try? await client.shutdown() } } }
         while !Task.isCancelled {
             do {
                 if client == nil { client = try await connect(state) }
-                let snapshot = try await client!.snapshot(node: node, after: applied > 0 ? applied : nil, timeoutSeconds: 25)
-                if snapshot.version != applied {
+                let snapshot = try await client!.snapshot(node: node, after: hasApplied ? applied : nil, timeoutSeconds: 25)
+                if !hasApplied || snapshot.version != applied {
                     do {
                         try state.saveSnapshot(snapshot)
                     } catch {
@@ -40,6 +43,7 @@ struct ControlSync {
                     }
                     await agent.applySnapshot(snapshot)
                     applied = snapshot.version
+                    hasApplied = true
                 }
                 await renewCertificates(client!)
                 try await client!.putStatus(node: node, await agent.nodeStatus())

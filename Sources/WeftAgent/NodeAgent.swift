@@ -240,6 +240,7 @@ public actor NodeAgent: Service {
         }
         config.namespaces = desired.namespaces
         config.workloads = desired.workloads
+        proxy?.services.replace(ServiceTable(snapshot: s))
         snapshot = s
         appliedVersion = s.version
         synced = true
@@ -260,6 +261,8 @@ public actor NodeAgent: Service {
     }
 
     func certificate(for id: SpiffeID) -> WorkloadCertificate? { certificates[id] }
+
+    var isSynced: Bool { synced }
 
     func store(_ cert: WorkloadCertificate) { certificates[cert.spiffeID] = cert }
 

@@ -45,7 +45,25 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let idle = proxy.config.idleTimeout
         let logger = proxy.logger
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-        proxy.connectUpstream(to: original, netns: netns, on: context.eventLoop).whenComplete { result in
+        // A service's virtual IP is never dialled: one of its endpoints is,
+        // the next one when a connect fails (a dead node's endpoint is skipped).
+        var targets = [original]
+        if let service = proxy.services.endpoints(for: original.address, port: original.port) {
+            targets = service.endpoints.prefix(3).map { e in
+                var t = original
+                t.address = e.address
+                t.port = e.port
+                return t
+            }
+            if targets.isEmpty {
+                stats.noHealthyEndpoint.add(1, ordering: .relaxed)
+                logger.info("service has no endpoints; resetting the workload's connection",
+                            metadata: ["service": "\(service.service)"])
+                Self.reset(channel)
+                return
+            }
+        }
+        connectFirst(targets[...], netns: netns, on: context.eventLoop).whenComplete { result in
             let context = loopBoundContext.value
             switch result {
             case .success(let upstream):
@@ -79,6 +97,22 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 Self.reset(channel)
             }
         }
+    }
+
+    /// Tries each target in turn until one connects.
+    private func connectFirst(_ targets: ArraySlice<OriginalDestination>, netns: NetworkNamespace,
+                              on loop: any EventLoop) -> EventLoopFuture<any Channel> {
+        let proxy = self.proxy
+        @Sendable func attempt(_ rest: ArraySlice<OriginalDestination>) -> EventLoopFuture<any Channel> {
+            let target = rest.first!
+            return proxy.connectUpstream(to: target, netns: netns, on: loop).flatMapError { error in
+                let remaining = rest.dropFirst()
+                guard !remaining.isEmpty else { return loop.makeFailedFuture(error) }
+                proxy.logger.info("endpoint did not answer; trying the next", metadata: ["endpoint": "\(target)", "error": "\(error)"])
+                return attempt(remaining)
+            }
+        }
+        return attempt(targets)
     }
 
     /// Close with RST so the workload learns at once that its connection

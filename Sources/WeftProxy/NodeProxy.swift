@@ -32,6 +32,7 @@ public final class NodeProxy: Sendable {
     let blockingPool: NIOThreadPool
     let resolver: any CapturedConnectionResolver
     let workloads: any WorkloadResolver
+    public let services = ServiceDirectory()
     let config: ProxyConfiguration
     let logger: Logger
     public let stats = ProxyStats()

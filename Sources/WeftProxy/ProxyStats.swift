@@ -9,6 +9,8 @@ public final class ProxyStats: Sendable {
     public let noOriginalDestination = Atomic<Int>(0)
     public let upstreamConnectFailures = Atomic<Int>(0)
     public let unknownWorkload = Atomic<Int>(0)
+    /// Connections to a service with no endpoint that answered (Envoy's UH/UF).
+    public let noHealthyEndpoint = Atomic<Int>(0)
     public let bytesFromWorkloads = Atomic<Int>(0)
     public let bytesToWorkloads = Atomic<Int>(0)
     private let byWorkload = Mutex<[WorkloadRef: Int]>([:])
@@ -34,6 +36,7 @@ public final class ProxyStats: Sendable {
         public var noOriginalDestination: Int
         public var upstreamConnectFailures: Int
         public var unknownWorkload: Int
+        public var noHealthyEndpoint: Int
     }
 
     public func snapshot() -> Snapshot {
@@ -42,6 +45,7 @@ public final class ProxyStats: Sendable {
             active: active.load(ordering: .relaxed),
             noOriginalDestination: noOriginalDestination.load(ordering: .relaxed),
             upstreamConnectFailures: upstreamConnectFailures.load(ordering: .relaxed),
-            unknownWorkload: unknownWorkload.load(ordering: .relaxed))
+            unknownWorkload: unknownWorkload.load(ordering: .relaxed),
+            noHealthyEndpoint: noHealthyEndpoint.load(ordering: .relaxed))
     }
 }

@@ -41,13 +41,19 @@ final class RevisionNotifier: Sendable {
                     self.resume(id)
                 } catch {}
             }
-            let value = await withCheckedContinuation { (c: CheckedContinuation<Int64, Never>) in
-                let now = state.withLock { s -> Int64? in
-                    if s.revision > above || s.expired.remove(id) != nil { return s.revision }
-                    s.waiters[id] = Waiter(above: above, continuation: c)
-                    return nil
+            // A cancelled watcher (its client went away) answers at once
+            // rather than holding its waiter until the next change.
+            let value = await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Int64, Never>) in
+                    let now = state.withLock { s -> Int64? in
+                        if s.revision > above || s.expired.remove(id) != nil { return s.revision }
+                        s.waiters[id] = Waiter(above: above, continuation: c)
+                        return nil
+                    }
+                    if let now { c.resume(returning: now) }
                 }
-                if let now { c.resume(returning: now) }
+            } onCancel: {
+                self.resume(id)
             }
             group.cancelAll()
             return value

@@ -145,6 +145,23 @@ struct IdentityTests {
         #expect(mismatch.status == 422 && mismatch.field == "csr", "\(mismatch)")
     }
 
+    @Test("an operator-supplied CA placed in the data dir is used, and a readable admin token is refused")
+    func operatorCAAndTokenPermissions() async throws {
+        let directory = InProcessServer.temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let ca = try MeshCA.create(trustDomain: TrustDomain("cluster.local"))
+        try ca.save(to: directory + "/ca")
+        let server = try await InProcessServer.start(directory: directory)
+        #expect(server.caPEM == ca.certificatePEM)
+        let joined = try await server.join("node-a")
+        let credential = try PEM.decodeCertificate(joined.certificatePEM)
+        #expect(credential.issuer == ca.certificate.subject)
+        await server.stop()
+
+        chmod(directory + "/admin.token", 0o644)
+        await #expect(throws: BootstrapError.self) { _ = try await InProcessServer.start(directory: directory) }
+    }
+
     static func status(applied: Int64 = 0, workloads: String = "[]") -> String {
         #"{"appliedVersion": \#(applied), "weftdVersion": "0.1.0", "workloads": \#(workloads), "certificates": [{"spiffeID": "spiffe://cluster.local/ns/shop/sa/catalog", "notAfter": "2030-01-01T00:00:00Z"}]}"#
     }

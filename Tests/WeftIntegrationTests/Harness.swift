@@ -95,6 +95,8 @@ func withTestNode(
             and eBPF links. Run them as root, or set WEFT_SKIP_PRIVILEGED=1 to skip them.
             """)
     }
+    await NodeGate.shared.acquire()
+    defer { NodeGate.shared.release() }
     let failuresBefore = FailureTracker.shared.count
     let node = TestNode(namespaces: namespaces, excludePorts: excludePorts, reconcileIntervalMs: reconcileIntervalMs)
     var thrown: (any Error)?
@@ -107,6 +109,43 @@ func withTestNode(
     } catch {
         thrown = error
         throw error
+    }
+}
+
+/// One test node at a time, across suites: each suite is serialized, but
+/// suites run in parallel, and two debug weftds (plus probes) on a small VM
+/// make each other's timing assertions flaky.
+final class NodeGate: @unchecked Sendable {
+    static let shared = NodeGate()
+    private let lock = NSLock()
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            lock.lock()
+            if busy {
+                waiting.append(continuation)
+                lock.unlock()
+            } else {
+                busy = true
+                lock.unlock()
+                continuation.resume()
+            }
+        }
+    }
+
+    /// Synchronous, so that it can run from a `defer`.
+    func release() {
+        lock.lock()
+        if waiting.isEmpty {
+            busy = false
+            lock.unlock()
+        } else {
+            let next = waiting.removeFirst()
+            lock.unlock()
+            next.resume()
+        }
     }
 }
 
@@ -130,6 +169,8 @@ final class TestNode: @unchecked Sendable {
     private(set) var namespaces: [MeshNamespace]
     private(set) var excludePorts: [Int]
     let reconcileIntervalMs: Int
+    /// Top-level YAML appended to the generated config (a `control:` section).
+    var extraConfig = ""
 
     private(set) var weftd: Spawned?
     private var children: [Spawned] = []
@@ -209,7 +250,7 @@ final class TestNode: @unchecked Sendable {
         for ns in namespaces {
             yaml += "  - name: \(ns.name)\n    mesh: \(ns.mesh)\n"
         }
-        return yaml
+        return yaml + extraConfig
     }
 
     private func writeConfig() throws {

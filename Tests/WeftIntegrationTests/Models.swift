@@ -118,10 +118,12 @@ struct CaptureState: Decodable, CustomStringConvertible {
     var listeners: [Listener]?
     var maps: [String: Int]
     var proxy: [String: Int]?
+    /// The weft-control snapshot applied; absent or null when weftd runs from its file.
+    var appliedVersion: Int64?
     var raw = ""
 
     private enum CodingKeys: String, CodingKey {
-        case node, ready, configGeneration, repairs, namespaces, workloads, listeners, maps, proxy
+        case node, ready, configGeneration, repairs, namespaces, workloads, listeners, maps, proxy, appliedVersion
     }
 
     static func parse(_ body: String) throws -> CaptureState {

@@ -147,3 +147,18 @@ import Testing
         }
     }
 }
+
+@Suite struct RevisionWatchCancellation {
+    @Test func aCancelledWatcherReturnsAtOnceInsteadOfWaitingForTheNextChange() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("weft-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try SQLiteStore(path: dir.appendingPathComponent("weft.db").path)
+        let start = ContinuousClock.now
+        let watcher = Task { try await store.waitForRevision(above: 0, timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(50))
+        watcher.cancel()
+        #expect(try await watcher.value == 0)
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+}

@@ -1,3 +1,11 @@
+// WeftControl: the weft-control server (docs/control-api.md).
+//
+//   Bootstrap/  the data dir: store, mesh CA, server certificate, admin token
+//   API/        the behaviour, below HTTP: ControlAPI (one method per endpoint) over
+//               pure, table-tested parts — ApplyPlanner, VirtualIPAllocator,
+//               NodeSnapshotBuilder, WorkloadReports, StatusReportBuilder
+//   Server/     HTTP: routes, authentication, the Hummingbird responder, ControlServer
+//
 import Foundation
 import Hummingbird
 import HummingbirdTLS
@@ -91,6 +99,9 @@ public final class ControlServer: Sendable {
         // chain to the mesh CA, and node endpoints require one (ControlResponder).
         tls.certificateVerification = .optionalVerification
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(material.ca.certificatePEM.utf8)))
+        // A peer that never answers our close_notify would hold graceful
+        // shutdown for NIOSSL's default 5 s per connection.
+        tls.shutdownTimeout = .seconds(1)
 
         let responder = ControlResponder(
             api: api,
@@ -99,7 +110,10 @@ public final class ControlServer: Sendable {
         let bound = port
         application = Application(
             responder: responder,
-            server: try .tls(.http1(), tlsConfiguration: tls),
+            // Idle connections (never between a request and its answer, so long
+            // polls are safe) are closed after two minutes: agents poll again at
+            // once, so a connection that quiet belongs to no one.
+            server: try .tls(.http1(configuration: .init(idleTimeout: .seconds(120))), tlsConfiguration: tls),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { channel in
                 let number = channel.localAddress?.port ?? configuration.port
