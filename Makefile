@@ -7,7 +7,7 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
-.PHONY: deps build build-release test demo bench clean
+.PHONY: deps pydeps build build-release test demo bench clean
 
 # The Swift toolchain of this machine kind lives in /opt/swift; use it when
 # `swift` is not already on PATH.
@@ -41,6 +41,13 @@ deps:
 	apt-get update -qq; \
 	apt-get install -y -qq --no-install-recommends $$missing
 
+# Python modules the OpenAPI conformance test uses (from PyPI when missing).
+PY_MODULES := openapi_spec_validator:openapi-spec-validator jsonschema:jsonschema yaml:pyyaml
+pydeps:
+	@set -euo pipefail; missing=""; \
+	for m in $(PY_MODULES); do python3 -c "import $${m%%:*}" 2>/dev/null || missing="$$missing $${m##*:}"; done; \
+	if [ -n "$$missing" ]; then echo "pydeps: installing$$missing"; python3 -m pip install -q $$missing; fi
+
 build: deps
 	$(SWIFT) build
 
@@ -48,7 +55,7 @@ build: deps
 build-release: deps
 	$(SWIFT) build -c release --product weftd
 
-test: deps
+test: deps pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test $(TEST_ARGS)
 
