@@ -7,19 +7,6 @@ import WeftCore
 /// Short names follow the upstream CRDs where they have one (Istio's `ap` and
 /// `pa`, Kubernetes' `ns` and `svc`); Weft's own kinds get the obvious ones.
 extension ResourceKind {
-    /// The path segment of the control API.
-    public var plural: String {
-        switch self {
-        case .namespace: return "namespaces"
-        case .workload: return "workloads"
-        case .service: return "services"
-        case .faultInjection: return "faultinjections"
-        case .httpRoute: return "httproutes"
-        case .authorizationPolicy: return "authorizationpolicies"
-        case .peerAuthentication: return "peerauthentications"
-        }
-    }
-
     /// `kind.lowercased()`, as kubectl prints it (`workload/catalog-v1`).
     public var singular: String { rawValue.lowercased() }
 
@@ -68,10 +55,6 @@ extension ResourceKind {
     }
 
     /// The kind of a plural path segment, exactly as the API spells it.
-    public static func forPlural(_ plural: String) -> ResourceKind? {
-        allCases.first { $0.plural == plural }
-    }
-
     private static func closest(to word: String, in candidates: [String]) -> String? {
         var best: (String, Int)?
         for c in candidates {

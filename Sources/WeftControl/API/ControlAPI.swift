@@ -174,7 +174,7 @@ final class ControlAPI: Sendable {
     }
 
     static func kind(_ plural: String) throws(APIError) -> ResourceKind {
-        guard let kind = ResourceKind.forAPIPlural(plural) else {
+        guard let kind = ResourceKind.forPlural(plural) else {
             throw APIError(.notFound, "there is no resource type \"\(plural)\" (types: \(ResourceKind.apiPlurals))")
         }
         return kind

@@ -13,24 +13,7 @@ import WeftStore
 // through /v1/{plural}, and a change to them does not move snapshot versions.
 
 extension ResourceKind {
-    /// The path segment of the control API (`/v1/workloads`).
-    var apiPlural: String {
-        switch self {
-        case .namespace: return "namespaces"
-        case .workload: return "workloads"
-        case .service: return "services"
-        case .faultInjection: return "faultinjections"
-        case .httpRoute: return "httproutes"
-        case .authorizationPolicy: return "authorizationpolicies"
-        case .peerAuthentication: return "peerauthentications"
-        }
-    }
-
-    static func forAPIPlural(_ plural: String) -> ResourceKind? {
-        allCases.first { $0.apiPlural == plural }
-    }
-
-    static var apiPlurals: String { allCases.map(\.apiPlural).joined(separator: ", ") }
+    static var apiPlurals: String { allCases.map(\.plural).joined(separator: ", ") }
 }
 
 enum InternalKind {

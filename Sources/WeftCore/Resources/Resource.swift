@@ -275,3 +275,23 @@ public enum ResourceDocument {
         return found
     }
 }
+
+extension ResourceKind {
+    /// The lower-case plural naming the kind in the control API's paths
+    /// (`/v1/workloads`) and on the command line.
+    public var plural: String {
+        switch self {
+        case .namespace: return "namespaces"
+        case .workload: return "workloads"
+        case .service: return "services"
+        case .faultInjection: return "faultinjections"
+        case .httpRoute: return "httproutes"
+        case .authorizationPolicy: return "authorizationpolicies"
+        case .peerAuthentication: return "peerauthentications"
+        }
+    }
+
+    public static func forPlural(_ plural: String) -> ResourceKind? {
+        allCases.first { $0.plural == plural }
+    }
+}
