@@ -195,21 +195,11 @@ public actor NodeAgent: Service {
             return
         }
         guard fresh != config else { return }
-        if fresh.node != config.node || fresh.bpfRoot != config.bpfRoot || fresh.control != config.control || fresh.outboundPort != config.outboundPort
-            || fresh.cgroupRoot != config.cgroupRoot || fresh.adminHost != config.adminHost || fresh.adminPort != config.adminPort {
-            logger.warning("node, bpfRoot, cgroupRoot, proxy.outboundPort and admin.address change only on restart; the rest is applied now")
+        let (applied, restartOnly) = config.reloaded(from: fresh)
+        if !restartOnly.isEmpty {
+            logger.warning("these settings change only when weftd restarts; the rest is applied now",
+                           metadata: ["unchanged": "\(restartOnly.joined(separator: ", "))"])
         }
-        var applied = fresh
-        if applied.control != nil {
-            // weft-control owns these; the file cannot override them.
-            applied.namespaces = config.namespaces
-            applied.workloads = config.workloads
-        }
-        applied.node = config.node
-        applied.bpfRoot = config.bpfRoot
-        applied.outboundPort = config.outboundPort
-        applied.cgroupRoot = config.cgroupRoot
-        applied.control = config.control
         if captureSettings(applied) != captureSettings(config) {
             do {
                 try dataplane?.write(captureSettings(applied))

@@ -309,3 +309,38 @@ private struct Reader {
         return Int(s.dropFirst(2), radix: 16)
     }
 }
+
+extension NodeConfig {
+    /// What a reload may change while weftd runs. The node's identity, its
+    /// folders, the proxy's port, mark and timeouts, and the admin address are
+    /// fixed at start: the proxy and the eBPF programs must agree on the port
+    /// and the mark at every instant, or the proxy's own connections would be
+    /// captured. Returns the configuration to apply and the fields whose new
+    /// values wait for a restart. Under weft-control the file cannot change
+    /// namespaces or workloads either.
+    public func reloaded(from fresh: NodeConfig) -> (NodeConfig, restartOnly: [String]) {
+        var applied = fresh
+        var restartOnly: [String] = []
+        func keep<T: Equatable>(_ name: String, _ path: WritableKeyPath<NodeConfig, T>) {
+            if applied[keyPath: path] != self[keyPath: path] {
+                restartOnly.append(name)
+                applied[keyPath: path] = self[keyPath: path]
+            }
+        }
+        keep("node", \.node)
+        keep("bpfRoot", \.bpfRoot)
+        keep("cgroupRoot", \.cgroupRoot)
+        keep("control", \.control)
+        keep("proxy.outboundPort", \.outboundPort)
+        keep("proxy.mark", \.proxyMark)
+        keep("proxy.connectTimeoutMs", \.connectTimeoutMs)
+        keep("proxy.idleTimeoutSeconds", \.idleTimeoutSeconds)
+        keep("admin.address", \.adminHost)
+        keep("admin.address", \.adminPort)
+        if applied.control != nil {
+            applied.namespaces = namespaces
+            applied.workloads = workloads
+        }
+        return (applied, Array(Set(restartOnly)).sorted())
+    }
+}

@@ -91,3 +91,42 @@ import WeftCore
         #expect(Cgroups.cgroup2Mount(mountinfo: "22 1 0:5 / /proc rw - proc proc rw\n") == nil)
     }
 }
+
+@Suite struct NodeConfigReload {
+    @Test func theProxyMarkPortAndTimeoutsWaitForARestartSoProxyAndKernelAgree() throws {
+        let running = try NodeConfig.parse(yaml: "node: a\nproxy: {mark: 0x10, outboundPort: 15001}\nnamespaces: [{name: shop, mesh: false}]")
+        let edited = try NodeConfig.parse(yaml: """
+            node: a
+            proxy: {mark: 0x20, outboundPort: 16001, connectTimeoutMs: 10, idleTimeoutSeconds: 5}
+            capture: {excludePorts: [22]}
+            namespaces: [{name: shop, mesh: true}]
+            """)
+        let (applied, restartOnly) = running.reloaded(from: edited)
+        #expect(applied.proxyMark == 0x10)
+        #expect(applied.outboundPort == 15001)
+        #expect(applied.connectTimeoutMs == running.connectTimeoutMs)
+        #expect(applied.idleTimeoutSeconds == running.idleTimeoutSeconds)
+        #expect(restartOnly == ["proxy.connectTimeoutMs", "proxy.idleTimeoutSeconds", "proxy.mark", "proxy.outboundPort"])
+        // What may change at runtime does.
+        #expect(applied.exclusions.ports == [22])
+        #expect(applied.namespaces.first?.mesh == true)
+    }
+
+    @Test func underWeftControlTheFileCannotChangeNamespaces() throws {
+        var running = try NodeConfig.parse(yaml: "node: a\ncontrol: {server: https://127.0.0.1:15443, caFile: /ca.crt}")
+        running.namespaces = [.init(name: try NamespaceName("shop"), mesh: true)]
+        let edited = try NodeConfig.parse(yaml: "node: a\ncontrol: {server: https://127.0.0.1:15443, caFile: /ca.crt}")
+        let (applied, restartOnly) = running.reloaded(from: edited)
+        #expect(applied.namespaces == running.namespaces)
+        #expect(restartOnly.isEmpty)
+    }
+
+    @Test func controlIsRefusedTogetherWithNamespacesInTheFile() {
+        #expect(throws: ValidationError.self) {
+            try NodeConfig.parse(yaml: "node: a\nnamespaces: [{name: shop}]\ncontrol: {server: https://h:1, caFile: /c}")
+        }
+        #expect(throws: ValidationError.self) {
+            try NodeConfig.parse(yaml: "node: a\ncontrol: {server: http://h:1, caFile: /c}")
+        }
+    }
+}

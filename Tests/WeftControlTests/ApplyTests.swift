@@ -85,9 +85,16 @@ let badApplyInputs: [BadApplyInput] = [
           status: 422, code: "Invalid", field: "(root)", document: 0, says: "expected an object"),
 ]
 
+private enum TableServerDirectory {
+    nonisolated(unsafe) static var path: String?
+}
+
 /// One server for the whole table: every case is refused, so they cannot disturb each other.
 private let tableServer = Task { () throws -> InProcessServer in
     let server = try await InProcessServer.start()
+    // It lives as long as the test process; its data dir goes when that exits.
+    TableServerDirectory.path = server.directory
+    atexit { if let path = TableServerDirectory.path { try? FileManager.default.removeItem(atPath: path) } }
     let reply = try await server.apply([ServerManifests.namespace("shop"), ServerManifests.service("first", virtualIP: "10.96.0.10")])
     guard reply.status == 200 else { throw InProcessFailure("setup apply: \(reply)") }
     return server

@@ -148,6 +148,7 @@ struct IdentityTests {
     @Test("an operator-supplied CA placed in the data dir is used, and a readable admin token is refused")
     func operatorCAAndTokenPermissions() async throws {
         let directory = InProcessServer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let ca = try MeshCA.create(trustDomain: TrustDomain("cluster.local"))
         try ca.save(to: directory + "/ca")
@@ -156,7 +157,7 @@ struct IdentityTests {
         let joined = try await server.join("node-a")
         let credential = try PEM.decodeCertificate(joined.certificatePEM)
         #expect(credential.issuer == ca.certificate.subject)
-        await server.stop()
+        await server.stop(keepingData: true)
 
         chmod(directory + "/admin.token", 0o644)
         await #expect(throws: BootstrapError.self) { _ = try await InProcessServer.start(directory: directory) }

@@ -138,7 +138,7 @@ struct NodeSyncTests {
         let ca = first.caPEM
         let serverCert = try String(contentsOfFile: first.directory + "/server.crt", encoding: .utf8)
         let revision = try await first.currentRevision()
-        await first.stop()
+        await first.stop(keepingData: true)
 
         let second = try await InProcessServer.start(directory: first.directory)
         defer { Task { await second.stop() } }

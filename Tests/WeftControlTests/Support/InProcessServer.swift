@@ -44,10 +44,12 @@ final class InProcessServer: Sendable {
         return path
     }
 
-    /// Answers waiting long polls, then stops serving. The data dir stays.
-    func stop() async {
+    /// Answers waiting long polls, then stops serving, and removes the data
+    /// dir unless a test restarts a server on it.
+    func stop(keepingData: Bool = false) async {
         await server.shutdown()
         _ = await task.result
+        if !keepingData { try? FileManager.default.removeItem(atPath: directory) }
     }
 
     var adminToken: String { server.adminToken }
