@@ -17,35 +17,6 @@ extension TestEnvironment {
         ?? packageRoot.appendingPathComponent(".build/debug/weftctl").path
 }
 
-extension Command {
-    /// Like `run`, but polls without blocking a thread of the cooperative
-    /// pool: weftctl and curl take a tenth of a second or more.
-    static func runAsync(_ arguments: [String], environment: [String: String] = [:],
-                         timeout: Double = 20) async -> CommandResult {
-        let token = "weft-it-\(UUID().uuidString)"
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("\(token).out")
-        let err = FileManager.default.temporaryDirectory.appendingPathComponent("\(token).err")
-        defer {
-            try? FileManager.default.removeItem(at: out)
-            try? FileManager.default.removeItem(at: err)
-        }
-        let child: Spawned
-        do {
-            child = try Spawned(label: arguments[0], arguments: arguments, environment: environment,
-                                outputURL: out, errorURL: err)
-        } catch {
-            return CommandResult(command: arguments, status: -1, stdout: "", stderr: "cannot start: \(error)")
-        }
-        guard await child.waitExit(timeout: timeout) else {
-            child.stop()
-            return CommandResult(command: arguments, status: -1, stdout: child.output,
-                                 stderr: child.errorOutput + "\n(killed after \(timeout) s)")
-        }
-        return CommandResult(command: arguments, status: child.terminationStatus ?? -1,
-                             stdout: child.output, stderr: child.errorOutput)
-    }
-}
-
 extension TestNode {
     /// weftd's `control.stateDir`: node credential and the persisted snapshot.
     var stateDir: URL { dir.appendingPathComponent("state") }
@@ -220,16 +191,8 @@ final class ControlPlane: @unchecked Sendable {
     @discardableResult
     func waitForStatus(_ what: String, timeout: Double = 8,
                        until condition: (MeshStatus) -> Bool) async throws -> MeshStatus {
-        let deadline = Date().addingTimeInterval(timeout)
-        var last: MeshStatus?
-        while true {
-            let status = try await status()
-            if condition(status) { return status }
-            last = status
-            if Date() > deadline { break }
-            try await Task.sleep(for: .milliseconds(150))
-        }
-        throw HarnessError("after \(timeout) s, still not: \(what)\nlast weftctl status -o json:\n\(last?.raw ?? "-")")
+        try await poll(what, timeout: timeout, every: .milliseconds(150), source: "weftctl status -o json",
+                       fetch: { try await self.status() }, raw: \.raw, until: condition)
     }
 
     /// An HTTPS request to weft-control with curl inside the netns, with a

@@ -343,16 +343,8 @@ final class TestNode: @unchecked Sendable {
     @discardableResult
     func waitForCapture(_ what: String, timeout: Double = 5,
                         until condition: (CaptureState) -> Bool) async throws -> CaptureState {
-        let deadline = Date().addingTimeInterval(timeout)
-        var last: CaptureState?
-        while true {
-            let state = try await capture()
-            if condition(state) { return state }
-            last = state
-            if Date() > deadline { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw HarnessError("after \(timeout) s, still not: \(what)\nlast /debug/capture:\n\(last?.raw ?? "-")")
+        try await poll(what, timeout: timeout, every: .milliseconds(100), source: "/debug/capture",
+                       fetch: { try await self.capture() }, raw: \.raw, until: condition)
     }
 
     // MARK: Cgroups
@@ -641,4 +633,21 @@ struct EchoServer {
             return Endpoint(ip, port)
         }
     }
+}
+
+/// Fetches until `condition` holds or `timeout` passes; the failure names
+/// what was awaited and shows the last answer.
+func poll<State>(_ what: String, timeout: Double, every interval: Duration, source: String,
+                 fetch: () async throws -> State, raw: (State) -> String,
+                 until condition: (State) -> Bool) async throws -> State {
+    let deadline = Date().addingTimeInterval(timeout)
+    var last: State?
+    while true {
+        let state = try await fetch()
+        if condition(state) { return state }
+        last = state
+        if Date() > deadline { break }
+        try await Task.sleep(for: interval)
+    }
+    throw HarnessError("after \(timeout) s, still not: \(what)\nlast \(source):\n\(last.map(raw) ?? "-")")
 }

@@ -109,6 +109,50 @@ final class Spawned: @unchecked Sendable {
     }
 }
 
+/// A child whose output goes to temporary files, read once it has exited.
+private struct CapturedRun {
+    let arguments: [String]
+    let out: URL
+    let err: URL
+    let child: Spawned?
+    let startError: (any Error)?
+
+    init(_ arguments: [String], environment: [String: String]) {
+        self.arguments = arguments
+        let token = "weft-it-\(UUID().uuidString)"
+        out = FileManager.default.temporaryDirectory.appendingPathComponent("\(token).out")
+        err = FileManager.default.temporaryDirectory.appendingPathComponent("\(token).err")
+        do {
+            child = try Spawned(label: arguments[0], arguments: arguments, environment: environment,
+                                outputURL: out, errorURL: err)
+            startError = nil
+        } catch {
+            child = nil
+            startError = error
+        }
+    }
+
+    var startFailure: CommandResult {
+        CommandResult(command: arguments, status: -1, stdout: "", stderr: "cannot start: \(startError.map { "\($0)" } ?? "?")")
+    }
+
+    func result(exited: Bool, timeout: Double) -> CommandResult {
+        guard let child else { return startFailure }
+        guard exited else {
+            child.stop()
+            return CommandResult(command: arguments, status: -1, stdout: child.output,
+                                 stderr: child.errorOutput + "\n(killed after \(timeout) s)")
+        }
+        return CommandResult(command: arguments, status: child.terminationStatus ?? -1,
+                             stdout: child.output, stderr: child.errorOutput)
+    }
+
+    func removeFiles() {
+        try? FileManager.default.removeItem(at: out)
+        try? FileManager.default.removeItem(at: err)
+    }
+}
+
 struct CommandResult: CustomStringConvertible {
     var command: [String]
     var status: Int32
@@ -125,27 +169,20 @@ enum Command {
     /// cgroup and cleanup steps that take milliseconds, and for teardown.
     @discardableResult
     static func run(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 15) -> CommandResult {
-        let token = "weft-it-\(UUID().uuidString)"
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("\(token).out")
-        let err = FileManager.default.temporaryDirectory.appendingPathComponent("\(token).err")
-        defer {
-            try? FileManager.default.removeItem(at: out)
-            try? FileManager.default.removeItem(at: err)
-        }
-        let child: Spawned
-        do {
-            child = try Spawned(label: arguments[0], arguments: arguments, environment: environment,
-                                outputURL: out, errorURL: err)
-        } catch {
-            return CommandResult(command: arguments, status: -1, stdout: "", stderr: "cannot start: \(error)")
-        }
-        guard child.waitExitSync(timeout: timeout) else {
-            child.stop()
-            return CommandResult(command: arguments, status: -1, stdout: child.output,
-                                 stderr: child.errorOutput + "\n(killed after \(timeout) s)")
-        }
-        return CommandResult(command: arguments, status: child.terminationStatus ?? -1,
-                             stdout: child.output, stderr: child.errorOutput)
+        let run = CapturedRun(arguments, environment: environment)
+        defer { run.removeFiles() }
+        guard let child = run.child else { return run.startFailure }
+        return run.result(exited: child.waitExitSync(timeout: timeout), timeout: timeout)
+    }
+
+    /// Like `run`, but polls without blocking a thread of the cooperative
+    /// pool: weftctl and curl take a tenth of a second or more.
+    static func runAsync(_ arguments: [String], environment: [String: String] = [:],
+                         timeout: Double = 20) async -> CommandResult {
+        let run = CapturedRun(arguments, environment: environment)
+        defer { run.removeFiles() }
+        guard let child = run.child else { return run.startFailure }
+        return run.result(exited: await child.waitExit(timeout: timeout), timeout: timeout)
     }
 
     /// Like `run`, but a non-zero exit is an error.
