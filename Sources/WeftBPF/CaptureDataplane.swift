@@ -28,6 +28,15 @@ public enum CaptureHook: String, CaseIterable, Sendable, Codable {
     case sockops = "weft_sockops"
 }
 
+extension CaptureHook {
+    /// sockops and getpeername before connect: a connection redirected by
+    /// connect4/6 must find sockops in place to record its 4-tuple, or the
+    /// proxy, finding no record, would have to reset it.
+    public static let attachOrder: [CaptureHook] = [.sockops, .getpeername4, .getpeername6, .connect4, .connect6]
+
+    var redirects: Bool { self == .connect4 || self == .connect6 }
+}
+
 /// A cgroup that capture is attached to, and the folder of its link pins
 /// (relative to `PinLayout.linksDir`).
 public struct AttachTarget: Sendable, Hashable {
@@ -161,7 +170,7 @@ public final class CaptureDataplane {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
 
         var attachedAny = false, repairedAny = false, adoptedAny = false
-        for hook in CaptureHook.allCases {
+        for hook in CaptureHook.attachOrder {
             let pin = "\(dir)/\(hook.rawValue)"
             if access(pin, F_OK) == 0 {
                 let linkFD = bpf_obj_get(pin)
@@ -329,8 +338,19 @@ public final class CaptureDataplane {
 
     static func detachLinks(in dir: String) {
         guard let walker = FileManager.default.enumerator(atPath: dir) else { return }
-        for case let rel as String in walker where CaptureHook(rawValue: (rel as NSString).lastPathComponent) != nil {
-            let pin = "\(dir)/\(rel)"
+        let pins = walker.compactMap { $0 as? String }.compactMap { rel -> (CaptureHook, String)? in
+            CaptureHook(rawValue: (rel as NSString).lastPathComponent).map { ($0, "\(dir)/\(rel)") }
+        }
+        // The reverse of attachOrder: redirection stops first; the hooks that
+        // finish a redirected connection go a moment later, once connects
+        // already redirected have been established and recorded.
+        let order = Dictionary(uniqueKeysWithValues: CaptureHook.attachOrder.reversed().enumerated().map { ($1, $0) })
+        var redirectGone = false
+        for (hook, pin) in pins.sorted(by: { order[$0.0]! < order[$1.0]! }) {
+            if !hook.redirects && !redirectGone {
+                redirectGone = true
+                usleep(50_000)
+            }
             let fd = bpf_obj_get(pin)
             if fd >= 0 {
                 _ = bpf_link_detach(fd)
