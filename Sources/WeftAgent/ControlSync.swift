@@ -34,7 +34,12 @@ struct ControlSync {
         while !Task.isCancelled {
             do {
                 if client == nil { client = try await connect(state) }
-                let snapshot = try await client!.snapshot(node: node, after: hasApplied ? applied : nil, timeoutSeconds: 25)
+                // The poll returns in time for the next certificate renewal.
+                var wait = 25
+                if let due = await agent.nextRenewal(schedule) {
+                    wait = max(0, min(25, Int(due.timeIntervalSinceNow.rounded(.up))))
+                }
+                let snapshot = try await client!.snapshot(node: node, after: hasApplied ? applied : nil, timeoutSeconds: wait)
                 if !hasApplied || snapshot.version != applied {
                     do {
                         try state.saveSnapshot(snapshot)

@@ -40,6 +40,7 @@ public actor NodeAgent: Service {
     public private(set) var appliedVersion: Int64 = 0
     private var snapshot: NodeSnapshot?
     private var certificates: [SpiffeID: WorkloadCertificate] = [:]
+    private var tunnelAddresses: [String] = []
 
     public init(configPath: String, config: NodeConfig, logger: Logger) {
         self.configPath = configPath
@@ -123,7 +124,8 @@ public actor NodeAgent: Service {
         let proxy = NodeProxy(
             config: ProxyConfiguration(outboundPort: config.outboundPort, mark: config.proxyMark,
                                        connectTimeout: .milliseconds(Int64(config.connectTimeoutMs)),
-                                       idleTimeout: .seconds(Int64(config.idleTimeoutSeconds))),
+                                       idleTimeout: .seconds(Int64(config.idleTimeoutSeconds)),
+                                       tunnelPort: config.tunnelPort),
             resolver: try dataplane.connectionTable(), workloads: directory, logger: logger)
         self.proxy = proxy
         shared.stats.withLock { $0 = proxy.stats }
@@ -131,6 +133,12 @@ public actor NodeAgent: Service {
         nodeNetns = node
         listeners[node.inode] = try await proxy.listen(in: node)
         logger.info("node proxy listening", metadata: ["addresses": "\(listeners[node.inode]!.addresses)"])
+        if config.control != nil {
+            // Workload identities come from weft-control's CA: without it
+            // there is nothing to present, so no HBONE listener.
+            tunnelAddresses = try await proxy.listenForTunnels(netns: node)
+            logger.info("HBONE listening (mutual TLS, HTTP/2 CONNECT)", metadata: ["addresses": "\(tunnelAddresses)"])
+        }
         if let control = config.control, let persisted = NodeStateDir(path: control.stateDir).snapshot() {
             logger.info("applying the last snapshot from weft-control until it answers", metadata: ["version": "\(persisted.version)"])
             adopt(persisted)
@@ -231,7 +239,12 @@ public actor NodeAgent: Service {
         config.namespaces = desired.namespaces
         config.workloads = desired.workloads
         proxy?.services.replace(ServiceTable(snapshot: s))
+        proxy?.mesh.replace(MeshDirectory(snapshot: s))
         snapshot = s
+        // Certificates of workloads that left this node (or the mesh) are dropped.
+        let wanted = Set(workloadIdentities().map(\.1))
+        certificates = certificates.filter { wanted.contains($0.key) }
+        proxy?.credentials.retain(only: Set(wanted.map(\.uri)))
         appliedVersion = s.version
         synced = true
         generation += 1
@@ -254,7 +267,22 @@ public actor NodeAgent: Service {
 
     var isSynced: Bool { synced }
 
-    func store(_ cert: WorkloadCertificate) { certificates[cert.spiffeID] = cert }
+    func store(_ cert: WorkloadCertificate) {
+        certificates[cert.spiffeID] = cert
+        do {
+            try proxy?.credentials.install(identity: cert.spiffeID.uri, certificatePEM: cert.certificatePEM,
+                                           privateKeyPEM: cert.privateKeyPEM, caBundlePEM: cert.caBundlePEM,
+                                           trustDomain: cert.spiffeID.trustDomain.name, notAfter: cert.certificate.notValidAfter)
+        } catch {
+            logger.error("cannot use the workload certificate for mTLS; keeping the previous one",
+                         metadata: ["identity": "\(cert.spiffeID)", "error": "\(error)"])
+        }
+    }
+
+    /// When the next certificate falls due for renewal (nil: none held).
+    func nextRenewal(_ schedule: RenewalSchedule) -> Date? {
+        certificates.values.map { schedule.renewAt($0.certificate) }.min()
+    }
 
     /// The status report for weft-control.
     func nodeStatus() -> NodeStatus {
@@ -420,8 +448,11 @@ public actor NodeAgent: Service {
         let ready = desired.keys.allSatisfy { attached.contains($0) || !$0.hasPrefix("namespaces/") }
             && listeners[nodeNetns.inode] != nil
             && (config.control == nil || synced)
-        let listenerReports = listeners.values.map { CaptureReport.ListenerReport(netns: "\($0.netns)", addresses: $0.addresses) }
+        var listenerReports = listeners.values.map { CaptureReport.ListenerReport(netns: "\($0.netns)", addresses: $0.addresses) }
             .sorted { $0.netns < $1.netns }
+        if !tunnelAddresses.isEmpty {
+            listenerReports.append(CaptureReport.ListenerReport(netns: "node (HBONE)", addresses: tunnelAddresses))
+        }
         let report = CaptureReport(
             node: config.node, ready: ready, configGeneration: generation, repairs: repairs,
             namespaces: nsReports, workloads: reports, listeners: listenerReports,

@@ -38,6 +38,8 @@ public struct NodeConfig: Sendable, Equatable {
     public var bpfRoot: String
     public var reconcileInterval: Duration
     public var outboundPort: UInt16
+    /// HBONE port: where this node accepts tunnels and opens them on others.
+    public var tunnelPort: Int = 15008
     public var proxyMark: UInt32
     public var connectTimeoutMs: Int
     public var idleTimeoutSeconds: Int
@@ -90,8 +92,9 @@ public struct NodeConfig: Sendable, Equatable {
         }
 
         if let p = try r.sub("proxy") {
-            try p.allowOnly(["outboundPort", "mark", "connectTimeoutMs", "idleTimeoutSeconds"])
+            try p.allowOnly(["outboundPort", "tunnelPort", "mark", "connectTimeoutMs", "idleTimeoutSeconds"])
             cfg.outboundPort = UInt16(try p.int("outboundPort", in: 1...65535) ?? 15001)
+            cfg.tunnelPort = try p.int("tunnelPort", in: 1...65535) ?? 15008
             cfg.proxyMark = UInt32(try p.int("mark", in: 1...Int(UInt32.max)) ?? 0x5746)
             cfg.connectTimeoutMs = try p.int("connectTimeoutMs", in: 1...600_000) ?? 3000
             cfg.idleTimeoutSeconds = try p.int("idleTimeoutSeconds", in: 1...86_400 * 7) ?? 3600
@@ -332,6 +335,7 @@ extension NodeConfig {
         keep("cgroupRoot", \.cgroupRoot)
         keep("control", \.control)
         keep("proxy.outboundPort", \.outboundPort)
+        keep("proxy.tunnelPort", \.tunnelPort)
         keep("proxy.mark", \.proxyMark)
         keep("proxy.connectTimeoutMs", \.connectTimeoutMs)
         keep("proxy.idleTimeoutSeconds", \.idleTimeoutSeconds)

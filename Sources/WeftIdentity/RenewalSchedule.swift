@@ -39,8 +39,13 @@ public struct RenewalSchedule: Hashable, Sendable {
         return notBefore.addingTimeInterval(lifetime * min(max(fraction, 0), 1))
     }
 
+    /// The mesh CA back-dates notBefore by ``MeshCA/clockSkewAllowance``; the
+    /// lifetime that counts is from issuance, or a short-lived certificate
+    /// would fall due the moment it arrives.
     public func renewAt(_ certificate: Certificate) -> Date {
-        renewAt(notBefore: certificate.notValidBefore, notAfter: certificate.notValidAfter)
+        let issued = min(certificate.notValidBefore.addingTimeInterval(MeshCA.clockSkewAllowance.timeInterval),
+                         certificate.notValidAfter)
+        return renewAt(notBefore: issued, notAfter: certificate.notValidAfter)
     }
 
     /// The delay before retry number `attempt` (0 for the first retry), before jitter:

@@ -42,53 +42,43 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let stats = proxy.stats
         channel.closeFuture.whenComplete { _ in stats.active.subtract(1, ordering: .relaxed) }
 
-        let idle = proxy.config.idleTimeout
         let logger = proxy.logger
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-        // A service's virtual IP is never dialled: one of its endpoints is,
-        // the next one when a connect fails (a dead node's endpoint is skipped).
-        var targets = [original]
-        if let service = proxy.services.endpoints(for: original.address, port: original.port) {
-            targets = service.endpoints.prefix(3).map { e in
-                var t = original
-                t.address = e.address
-                t.port = e.port
-                return t
-            }
-            if targets.isEmpty {
-                stats.noHealthyEndpoint.add(1, ordering: .relaxed)
-                logger.info("service has no endpoints; resetting the workload's connection",
-                            metadata: ["service": "\(service.service)"])
-                Self.reset(channel)
-                return
-            }
+        let hops: [Hop]
+        switch proxy.plan(original, source: workload) {
+        case .success(let planned):
+            hops = planned
+        case .failure(let refusal):
+            logger.info("connection refused by the proxy", metadata: [
+                "source": "\(workload.map(String.init(describing:)) ?? "unknown")",
+                "destination": "\(original)", "reason": "\(refusal)"])
+            Self.reset(channel)
+            return
         }
-        connectFirst(targets[...], netns: netns, on: context.eventLoop).whenComplete { result in
+        let proxy = self.proxy
+        let netns = self.netns
+        connectFirst(hops[...], netns: netns, on: context.eventLoop).whenComplete { result in
             let context = loopBoundContext.value
             switch result {
-            case .success(let upstream):
+            case .success(let (upstream, hop)):
                 guard channel.isActive else {
                     upstream.close(promise: nil)
                     return
                 }
-                let (down, up) = GlueHandler.matchedPair(
-                    downstreamBytes: { stats.bytesFromWorkloads.add($0, ordering: .relaxed) },
-                    upstreamBytes: { stats.bytesToWorkloads.add($0, ordering: .relaxed) })
+                if let pair = hop.identities {
+                    stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local,
+                                     source: pair.source, destination: pair.destination)
+                }
                 do {
-                    try upstream.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: idle), up])
-                    let ops = context.pipeline.syncOperations
-                    try ops.addHandlers([IdleStateHandler(allTimeout: idle), down])
-                    ops.removeHandler(context: context, promise: nil)
+                    try proxy.relay(downstream: channel, upstream: upstream, removing: context)
                 } catch {
                     upstream.close(promise: nil)
                     Self.reset(channel)
                     return
                 }
-                upstream.setOption(.autoRead, value: true).whenComplete { _ in }
-                channel.setOption(.autoRead, value: true).whenComplete { _ in }
                 logger.debug("relaying", metadata: [
                     "source": "\(workload.map(String.init(describing:)) ?? "unknown")",
-                    "destination": "\(original)"])
+                    "destination": "\(original)", "via": "\(hop)"])
             case .failure(let error):
                 stats.upstreamConnectFailures.add(1, ordering: .relaxed)
                 logger.info("upstream connect failed; resetting the workload's connection",
@@ -99,20 +89,21 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         }
     }
 
-    /// Tries each target in turn until one connects.
-    private func connectFirst(_ targets: ArraySlice<OriginalDestination>, netns: NetworkNamespace,
-                              on loop: any EventLoop) -> EventLoopFuture<any Channel> {
+    /// Tries each hop in turn until one connects (a dead node's endpoint is
+    /// skipped for the next).
+    private func connectFirst(_ hops: ArraySlice<Hop>, netns: NetworkNamespace,
+                              on loop: any EventLoop) -> EventLoopFuture<(any Channel, Hop)> {
         let proxy = self.proxy
-        @Sendable func attempt(_ rest: ArraySlice<OriginalDestination>) -> EventLoopFuture<any Channel> {
-            let target = rest.first!
-            return proxy.connectUpstream(to: target, netns: netns, on: loop).flatMapError { error in
+        @Sendable func attempt(_ rest: ArraySlice<Hop>) -> EventLoopFuture<(any Channel, Hop)> {
+            let hop = rest.first!
+            return proxy.open(hop, netns: netns, on: loop).map { ($0, hop) }.flatMapError { error in
                 let remaining = rest.dropFirst()
                 guard !remaining.isEmpty else { return loop.makeFailedFuture(error) }
-                proxy.logger.info("endpoint did not answer; trying the next", metadata: ["endpoint": "\(target)", "error": "\(error)"])
+                proxy.logger.info("endpoint did not answer; trying the next", metadata: ["endpoint": "\(hop)", "error": "\(error)"])
                 return attempt(remaining)
             }
         }
-        return attempt(targets)
+        return attempt(hops)
     }
 
     /// Close with RST so the workload learns at once that its connection

@@ -3,6 +3,8 @@ import Glibc
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import Synchronization
 import WeftCore
 
 public struct ProxyConfiguration: Sendable, Hashable {
@@ -13,10 +15,14 @@ public struct ProxyConfiguration: Sendable, Hashable {
     public var connectTimeout: TimeAmount
     public var idleTimeout: TimeAmount
     public var backlog: Int32
+    /// HBONE: where this node accepts tunnels, and where it opens them on
+    /// other nodes (every node of a mesh uses the same port, as in Istio).
+    public var tunnelPort: Int
 
     public init(outboundPort: UInt16 = 15001, mark: UInt32 = 0x5746, connectTimeout: TimeAmount = .seconds(3),
-                idleTimeout: TimeAmount = .hours(1), backlog: Int32 = 4096) {
+                idleTimeout: TimeAmount = .hours(1), backlog: Int32 = 4096, tunnelPort: Int = 15008) {
         self.outboundPort = outboundPort
+        self.tunnelPort = tunnelPort
         self.mark = mark
         self.connectTimeout = connectTimeout
         self.idleTimeout = idleTimeout
@@ -33,9 +39,16 @@ public final class NodeProxy: Sendable {
     let resolver: any CapturedConnectionResolver
     let workloads: any WorkloadResolver
     public let services = ServiceDirectory()
+    /// Every workload of the mesh: decides local, tunnelled or plain.
+    public let mesh = MeshTable()
+    /// This node's workload certificates and the mesh's trust bundle.
+    public let credentials = TunnelCredentials()
     let config: ProxyConfiguration
     let logger: Logger
     public let stats = ProxyStats()
+    let pool: TunnelPool
+    private let inboundContextCache = Mutex<(roots: Int, context: NIOSSLContext)?>(nil)
+    private let inboundServer = Mutex<InboundTunnelServer?>(nil)
 
     public init(config: ProxyConfiguration, resolver: any CapturedConnectionResolver, workloads: any WorkloadResolver,
                 threads: Int = System.coreCount, logger: Logger) {
@@ -48,6 +61,36 @@ public final class NodeProxy: Sendable {
         // they complete (NIO cannot adopt a socket that is still connecting).
         self.blockingPool = NIOThreadPool(numberOfThreads: 4)
         self.blockingPool.start()
+        self.pool = TunnelPool(credentials: credentials, mark: config.mark, connectTimeout: config.connectTimeout,
+                               stats: stats, logger: logger)
+    }
+
+    /// Opens the HBONE listener (`tunnelPort`, all addresses of weftd's own
+    /// network namespace). Until this node holds a workload certificate it
+    /// accepts and closes: there is nothing it could present.
+    public func listenForTunnels(netns: NetworkNamespace) async throws -> [String] {
+        let server = InboundTunnelServer(proxy: self)
+        let bound = try await server.listen(port: config.tunnelPort, netns: netns)
+        inboundServer.withLock { $0 = server }
+        return bound
+    }
+
+    /// The server context for inbound tunnels, rebuilt when the trust bundle changes.
+    func inboundContext() throws -> NIOSSLContext? {
+        let roots = credentials.rootsVersion
+        if let cached = inboundContextCache.withLock({ $0 }), cached.roots == roots { return cached.context }
+        let mesh = self.mesh
+        let credentials = self.credentials
+        guard let context = try credentials.serverContext(choose: { serverName in
+            let directory = mesh.current
+            if let serverName, let id = directory.identity(forServerName: serverName) { return id }
+            // A client without a server name gets this node's identity when
+            // there is exactly one to choose from.
+            let held = Set(credentials.identities).intersection(directory.localIdentities)
+            return held.count == 1 ? held.first : nil
+        }) else { return nil }
+        inboundContextCache.withLock { $0 = (roots, context) }
+        return context
     }
 
     /// Opens the outbound listeners (127.0.0.1 and ::1) inside `netns`.
@@ -83,6 +126,7 @@ public final class NodeProxy: Sendable {
     }
 
     public func shutdown() async {
+        if let server = inboundServer.withLock({ $0 }) { await server.close() }
         try? await group.shutdownGracefully()
         try? await blockingPool.shutdownGracefully()
     }
@@ -158,6 +202,15 @@ public struct UpstreamConnectError: Error, CustomStringConvertible {
         }
         return "connect to \(destination): \(reason)"
     }
+}
+
+/// The mesh directory the proxy reads per connection, replaced whole by the
+/// agent when a snapshot arrives.
+public final class MeshTable: Sendable {
+    private let directory = Mutex(MeshDirectory())
+    public init() {}
+    public func replace(_ d: MeshDirectory) { directory.withLock { $0 = d } }
+    public var current: MeshDirectory { directory.withLock { $0 } }
 }
 
 /// The proxy's listeners in one network namespace.

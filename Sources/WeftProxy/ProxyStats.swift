@@ -13,7 +13,41 @@ public final class ProxyStats: Sendable {
     public let noHealthyEndpoint = Atomic<Int>(0)
     public let bytesFromWorkloads = Atomic<Int>(0)
     public let bytesToWorkloads = Atomic<Int>(0)
+    /// HBONE: outbound tunnel connections opened and streams carried.
+    public let tunnelsOpened = Atomic<Int>(0)
+    public let outboundStreams = Atomic<Int>(0)
+    /// Handshakes that failed either way (wrong CA or trust domain, expired,
+    /// plaintext, wrong identity).
+    public let handshakeFailures = Atomic<Int>(0)
+    public let inboundTunnels = Atomic<Int>(0)
+    public let inboundStreams = Atomic<Int>(0)
+    /// Inbound tunnels or streams refused (no certificate to present, peer
+    /// not trusted, destination not a meshed workload of this node).
+    public let inboundRefused = Atomic<Int>(0)
     private let byWorkload = Mutex<[WorkloadRef: Int]>([:])
+    private let pairs = Mutex<[IdentityPairKey: Int]>([:])
+
+    public enum Direction: String, Sendable, Codable { case inbound, outbound }
+    public enum Path: String, Sendable, Codable { case local, hbone }
+
+    struct IdentityPairKey: Hashable {
+        var direction: Direction
+        var path: Path
+        var source: String
+        var destination: String
+    }
+
+    /// Connections by source and destination identity: what policy and
+    /// telemetry are given for each connection (the peer's identity comes
+    /// from its certificate across nodes, from the dialling cgroup on one node).
+    /// Bounded, so that a churn of identities cannot grow it for ever.
+    func recordPair(direction: Direction, path: Path, source: String, destination: String) {
+        pairs.withLock { p in
+            let key = IdentityPairKey(direction: direction, path: path, source: source, destination: destination)
+            if p[key] == nil && p.count >= 10_000 { return }
+            p[key, default: 0] += 1
+        }
+    }
 
     public init() {}
 
@@ -37,6 +71,21 @@ public final class ProxyStats: Sendable {
         public var upstreamConnectFailures: Int
         public var unknownWorkload: Int
         public var noHealthyEndpoint: Int
+        public var tunnelsOpened: Int
+        public var outboundStreams: Int
+        public var handshakeFailures: Int
+        public var inboundTunnels: Int
+        public var inboundStreams: Int
+        public var inboundRefused: Int
+        public var identities: [IdentityPair]
+    }
+
+    public struct IdentityPair: Sendable, Codable {
+        public var direction: Direction
+        public var path: Path
+        public var source: String
+        public var destination: String
+        public var connections: Int
     }
 
     public func snapshot() -> Snapshot {
@@ -46,6 +95,16 @@ public final class ProxyStats: Sendable {
             noOriginalDestination: noOriginalDestination.load(ordering: .relaxed),
             upstreamConnectFailures: upstreamConnectFailures.load(ordering: .relaxed),
             unknownWorkload: unknownWorkload.load(ordering: .relaxed),
-            noHealthyEndpoint: noHealthyEndpoint.load(ordering: .relaxed))
+            noHealthyEndpoint: noHealthyEndpoint.load(ordering: .relaxed),
+            tunnelsOpened: tunnelsOpened.load(ordering: .relaxed),
+            outboundStreams: outboundStreams.load(ordering: .relaxed),
+            handshakeFailures: handshakeFailures.load(ordering: .relaxed),
+            inboundTunnels: inboundTunnels.load(ordering: .relaxed),
+            inboundStreams: inboundStreams.load(ordering: .relaxed),
+            inboundRefused: inboundRefused.load(ordering: .relaxed),
+            identities: pairs.withLock { p in
+                p.map { IdentityPair(direction: $0.key.direction, path: $0.key.path, source: $0.key.source,
+                                     destination: $0.key.destination, connections: $0.value) }
+            }.sorted { ($0.direction.rawValue, $0.source, $0.destination) < ($1.direction.rawValue, $1.source, $1.destination) })
     }
 }

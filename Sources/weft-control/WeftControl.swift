@@ -24,6 +24,9 @@ struct WeftControlCommand: AsyncParsableCommand {
     @Option(help: "Where Services' virtual IPs are allocated from.")
     var serviceCidr: String = "10.96.0.0/16"
 
+    @Option(help: "Lifetime of workload certificates in seconds (agents renew at half of it).")
+    var workloadCertTtl: Int = 86_400
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -40,7 +43,8 @@ struct WeftControlCommand: AsyncParsableCommand {
         let server: ControlServer
         do {
             let configuration = try ControlServerConfiguration(
-                dataDirectory: dataDir, listen: listen, trustDomain: trustDomain, serviceCIDR: serviceCidr)
+                dataDirectory: dataDir, listen: listen, trustDomain: trustDomain, serviceCIDR: serviceCidr,
+                workloadCertificateTTLSeconds: workloadCertTtl)
             server = try await ControlServer(configuration: configuration, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")

@@ -109,6 +109,10 @@ struct ControlLogicTests {
         #expect(snapshot.workloads.map { "\($0.namespace)/\($0.name)" } == ["blog/d", "shop/a", "shop/c"])
         #expect(snapshot.services.first?.endpoints.map(\.workload) == ["a", "b"], "same namespace and matching labels only")
         #expect(snapshot.services.first?.ports.first?.targetPort == 8080)
+        // Peers: every workload on every node, with what a tunnel needs.
+        #expect(snapshot.peers?.map { "\($0.namespace)/\($0.name)@\($0.node)" } == ["blog/d@n1", "shop/a@n1", "shop/b@n2", "shop/c@n1"])
+        #expect(snapshot.peers?.first { $0.name == "b" }?.mesh == true)
+        #expect(snapshot.peers?.first { $0.name == "d" }?.mesh == false, "blog has no Namespace resource, so it is not meshed")
     }
 
     @Test("reported cgroups are made relative to the cgroup root", arguments: [

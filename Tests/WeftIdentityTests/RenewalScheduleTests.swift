@@ -13,8 +13,14 @@ struct RenewalScheduleTests {
     @Test func renewsAtHalfOfAnIssuedCertificatesRealLifetime() throws {
         let ca = try MeshCA.create(trustDomain: td, now: t0)
         let leaf = try ca.signWorkloadCSR(workloadID().makeKeyAndCSR().csr, expected: workloadID(), now: t0)
-        // Lifetime is 24h plus the one-minute backdate.
-        #expect(RenewalSchedule().renewAt(leaf) == t0.addingTimeInterval(-60 + (86400 + 60) / 2))
+        // Half of the lifetime from issuance; the one-minute backdate is not lifetime.
+        #expect(RenewalSchedule().renewAt(leaf) == t0.addingTimeInterval(86400 / 2))
+    }
+
+    @Test func aShortLivedCertificateIsNotDueTheMomentItArrives() throws {
+        let ca = try MeshCA.create(trustDomain: td, now: t0)
+        let leaf = try ca.signWorkloadCSR(workloadID().makeKeyAndCSR().csr, expected: workloadID(), ttl: .seconds(30), now: t0)
+        #expect(RenewalSchedule().renewAt(leaf) == t0.addingTimeInterval(15))
     }
 
     @Test func fractionIsConfigurableLikeLinkerdsSeventyPercent() {

@@ -96,6 +96,10 @@ final class ControlPlane: @unchecked Sendable {
     static let listen = "127.0.0.1:15443"
     static let server = "https://\(listen)"
 
+    let listen: String
+    var server: String { "https://\(listen)" }
+    /// More weft-control flags (e.g. a short workload certificate lifetime).
+    let extraArguments: [String]
     let netns: String
     /// Removed at teardown; `data` inside it is weft-control's `--data-dir`.
     let dir: URL
@@ -106,9 +110,15 @@ final class ControlPlane: @unchecked Sendable {
     var caFile: String { dataDir.appendingPathComponent("ca/ca.crt").path }
     var adminTokenFile: String { dataDir.appendingPathComponent("admin.token").path }
 
-    init(node: TestNode) {
-        netns = node.netns
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("weft-it-control-\(node.id)")
+    convenience init(node: TestNode) {
+        self.init(netns: node.netns, id: node.id)
+    }
+
+    init(netns: String, id: String, listen: String = ControlPlane.listen, extraArguments: [String] = []) {
+        self.netns = netns
+        self.listen = listen
+        self.extraArguments = extraArguments
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("weft-it-control-\(id)")
         dataDir = dir.appendingPathComponent("data")
         logURL = dir.appendingPathComponent("weft-control.log")
     }
@@ -133,7 +143,7 @@ final class ControlPlane: @unchecked Sendable {
         let child = try Spawned(
             label: "weft-control",
             arguments: ["nsenter", "--net=/run/netns/\(netns)", TestEnvironment.weftControl,
-                        "--data-dir", dataDir.path, "--listen", Self.listen],
+                        "--data-dir", dataDir.path, "--listen", listen] + extraArguments,
             outputURL: logURL, append: true)
         process = child
         let deadline = Date().addingTimeInterval(timeout)
@@ -163,7 +173,7 @@ final class ControlPlane: @unchecked Sendable {
     /// credentials (as flags, so that no ~/.weft/config can interfere).
     func weftctl(_ arguments: [String]) async -> CommandResult {
         await Command.runAsync(["nsenter", "--net=/run/netns/\(netns)", TestEnvironment.weftctl] + arguments
-            + ["--server", Self.server, "--ca-file", caFile, "--token-file", adminTokenFile])
+            + ["--server", server, "--ca-file", caFile, "--token-file", adminTokenFile])
     }
 
     /// `weftctl apply -f` of `manifest` (YAML).
@@ -213,7 +223,7 @@ final class ControlPlane: @unchecked Sendable {
             try JSONSerialization.data(withJSONObject: body).write(to: bodyURL)
             command += ["-H", "Content-Type: application/json", "--data-binary", "@\(bodyURL.path)"]
         }
-        command.append(Self.server + path)
+        command.append(server + path)
         let result = await Command.runAsync(command)
         let answer = (try? String(contentsOf: answerURL, encoding: .utf8)) ?? ""
         return (Int(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0, answer + result.stderr)

@@ -171,6 +171,11 @@ final class TestNode: @unchecked Sendable {
     let reconcileIntervalMs: Int
     /// Top-level YAML appended to the generated config (a `control:` section).
     var extraConfig = ""
+    /// The node's IPv4 address: on its stand-in interface, or on the fabric.
+    let address4: String
+    /// A mesh's fabric: the network namespace holding the bridge `br0` this
+    /// node is plugged into (nil: a node on its own).
+    let fabric: String?
 
     private(set) var weftd: Spawned?
     private var children: [Spawned] = []
@@ -178,7 +183,10 @@ final class TestNode: @unchecked Sendable {
     private var cgroupRootCreated = false
     private var counter = 0
 
-    init(namespaces: [MeshNamespace], excludePorts: [Int], reconcileIntervalMs: Int) {
+    init(namespaces: [MeshNamespace], excludePorts: [Int], reconcileIntervalMs: Int,
+         address4: String = TestNode.nodeAddress4, fabric: String? = nil) {
+        self.address4 = address4
+        self.fabric = fabric
         id = String(format: "%06x", UInt32.random(in: 0..<0x100_0000))
         name = "t-\(id)"
         netns = "wt-\(id)"
@@ -212,16 +220,26 @@ final class TestNode: @unchecked Sendable {
         try Command.check(["ip", "netns", "add", netns])
         createdNetns.append(netns)
         try ip(netns, "link", "set", "lo", "up")
-        // A stand-in for the node's real interface, so that destinations are
-        // not loopback (which capture excludes by default). Kernels built
-        // without CONFIG_DUMMY get a veth pair with both ends in the node.
-        if !Command.run(["ip", "-n", netns, "link", "add", "weft0", "type", "dummy"]).succeeded {
-            try ip(netns, "link", "add", "weft0", "type", "veth", "peer", "name", "weft0-peer")
-            try ip(netns, "link", "set", "weft0-peer", "up")
+        if let fabric {
+            // The node's "NIC": a veth whose other end is a port of the fabric's bridge.
+            let port = "wn\(id)"
+            try ip(netns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", fabric)
+            try ip(fabric, "link", "set", port, "master", "br0")
+            try ip(fabric, "link", "set", port, "up")
+            try ip(netns, "addr", "add", "\(address4)/24", "dev", "eth0")
+            try ip(netns, "link", "set", "eth0", "up")
+        } else {
+            // A stand-in for the node's real interface, so that destinations are
+            // not loopback (which capture excludes by default). Kernels built
+            // without CONFIG_DUMMY get a veth pair with both ends in the node.
+            if !Command.run(["ip", "-n", netns, "link", "add", "weft0", "type", "dummy"]).succeeded {
+                try ip(netns, "link", "add", "weft0", "type", "veth", "peer", "name", "weft0-peer")
+                try ip(netns, "link", "set", "weft0-peer", "up")
+            }
+            try ip(netns, "addr", "add", "\(address4)/24", "dev", "weft0")
+            try ip(netns, "addr", "add", "\(Self.nodeAddress6)/64", "dev", "weft0", "nodad")
+            try ip(netns, "link", "set", "weft0", "up")
         }
-        try ip(netns, "addr", "add", "\(Self.nodeAddress4)/24", "dev", "weft0")
-        try ip(netns, "addr", "add", "\(Self.nodeAddress6)/64", "dev", "weft0", "nodad")
-        try ip(netns, "link", "set", "weft0", "up")
 
         try FileManager.default.createDirectory(atPath: cgroupRoot, withIntermediateDirectories: false)
         cgroupRootCreated = true

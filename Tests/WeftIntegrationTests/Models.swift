@@ -117,19 +117,24 @@ struct CaptureState: Decodable, CustomStringConvertible {
     var workloads: [Workload]
     var listeners: [Listener]?
     var maps: [String: Int]
-    var proxy: [String: Int]?
+    /// The proxy's counters (its `identities` list is read from `raw`).
+    var proxy: [String: Int]? = nil
     /// The weft-control snapshot applied; absent or null when weftd runs from its file.
     var appliedVersion: Int64?
     var raw = ""
 
     private enum CodingKeys: String, CodingKey {
-        case node, ready, configGeneration, repairs, namespaces, workloads, listeners, maps, proxy, appliedVersion
+        case node, ready, configGeneration, repairs, namespaces, workloads, listeners, maps, appliedVersion
     }
 
     static func parse(_ body: String) throws -> CaptureState {
         do {
             var state = try JSONDecoder().decode(CaptureState.self, from: Data(body.utf8))
             state.raw = body
+            if let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+               let proxy = object["proxy"] as? [String: Any] {
+                state.proxy = proxy.compactMapValues { $0 as? Int }
+            }
             return state
         } catch {
             throw HarnessError("/debug/capture is not the documented JSON (\(error)):\n\(body)")

@@ -42,9 +42,13 @@ final class ControlAPI: Sendable {
     static let defaultPoll: Duration = .seconds(30)
     static let maximumTokenTTL: Int64 = 30 * 86_400
 
+    let workloadCertificateTTL: Duration
+
     init(store: any ResourceStore, ca: MeshCA, serviceCIDR: CIDR, logger: Logger,
-         versions: SnapshotVersion, now: @escaping @Sendable () -> Date = { Date() }) {
+         versions: SnapshotVersion, workloadCertificateTTL: Duration = MeshCA.defaultWorkloadTTL,
+         now: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
+        self.workloadCertificateTTL = workloadCertificateTTL
         self.ca = ca
         self.allocator = VirtualIPAllocator(cidr: serviceCIDR)
         self.logger = logger
@@ -418,7 +422,7 @@ final class ControlAPI: Sendable {
         }
         let certificate: Certificate
         do throws(IdentityError) {
-            certificate = try ca.signWorkloadCSR(csrPEM, expected: id, now: now())
+            certificate = try ca.signWorkloadCSR(csrPEM, expected: id, ttl: workloadCertificateTTL, now: now())
         } catch {
             throw APIError(.invalid, error.message, field: "csr")
         }

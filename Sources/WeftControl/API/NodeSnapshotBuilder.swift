@@ -49,11 +49,21 @@ enum NodeSnapshotBuilder {
             services.append(NodeSnapshot.Service(namespace: ns.rawValue, name: r.metadata.name, virtualIP: vip.description,
                                                  ports: ports, endpoints: endpoints))
         }
+        let meshed = Set(namespaces.filter(\.mesh).map(\.name))
+        var peers: [NodeSnapshot.Peer] = []
+        for r in view.workloads {
+            guard case .workload(let spec) = r.spec, let ns = r.metadata.namespace else { continue }
+            peers.append(NodeSnapshot.Peer(
+                namespace: ns.rawValue, name: r.metadata.name, node: spec.node, serviceAccount: spec.serviceAccount,
+                mesh: meshed.contains(ns.rawValue), addresses: spec.addresses.map(\.description),
+                ports: spec.ports.map { Int($0.port) }))
+        }
         return NodeSnapshot(
             version: view.version, node: node, trustDomain: trustDomain,
             namespaces: namespaces.sorted { $0.name < $1.name },
             workloads: workloads.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) },
-            services: services.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) })
+            services: services.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) },
+            peers: peers.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) })
     }
 
     /// The snapshot carries one number per port. A named target port is resolved

@@ -26,12 +26,18 @@ public struct ControlServerConfiguration: Sendable {
     public var port: Int
     public var trustDomain: TrustDomain
     public var serviceCIDR: CIDR
+    /// Lifetime of workload certificates; agents renew them at half of it.
+    public var workloadCertificateTTL: Duration
 
     public static let defaultListen = "127.0.0.1:15443"
 
     public init(dataDirectory: String, listen: String = defaultListen, trustDomain: String = "cluster.local",
-                serviceCIDR: String = "10.96.0.0/16") throws {
+                serviceCIDR: String = "10.96.0.0/16", workloadCertificateTTLSeconds: Int = 86_400) throws {
         self.dataDirectory = dataDirectory
+        guard (10...(30 * 86_400)).contains(workloadCertificateTTLSeconds) else {
+            throw BootstrapError("--workload-cert-ttl: \(workloadCertificateTTLSeconds) must be from 10 seconds to 30 days (2592000)")
+        }
+        self.workloadCertificateTTL = .seconds(workloadCertificateTTLSeconds)
         (host, port) = try Self.parseListen(listen)
         do {
             self.trustDomain = try TrustDomain(trustDomain, field: "--trust-domain")
@@ -88,7 +94,8 @@ public final class ControlServer: Sendable {
 
         let store = try SQLiteStore(path: directory.storePath)
         let versions = try await SnapshotVersion.load(from: store)
-        api = ControlAPI(store: store, ca: material.ca, serviceCIDR: configuration.serviceCIDR, logger: logger, versions: versions)
+        api = ControlAPI(store: store, ca: material.ca, serviceCIDR: configuration.serviceCIDR, logger: logger, versions: versions,
+                         workloadCertificateTTL: configuration.workloadCertificateTTL)
 
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(material.serverCertificatePEM.utf8)).map { .certificate($0) },

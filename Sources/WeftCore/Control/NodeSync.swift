@@ -79,6 +79,32 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
         }
     }
 
+    /// A workload anywhere in the mesh, as another node's proxy needs it:
+    /// where it is, which identity it must present, and whether its
+    /// namespace is meshed (mTLS required) or not (plain TCP).
+    public struct Peer: Codable, Sendable, Equatable {
+        public var namespace: String
+        public var name: String
+        public var node: String
+        public var serviceAccount: String
+        public var mesh: Bool
+        public var addresses: [String]
+        /// Declared ports; a destination port outside them still matches when
+        /// the address is the workload's alone.
+        public var ports: [Int]
+
+        public init(namespace: String, name: String, node: String, serviceAccount: String, mesh: Bool,
+                    addresses: [String], ports: [Int]) {
+            self.namespace = namespace
+            self.name = name
+            self.node = node
+            self.serviceAccount = serviceAccount
+            self.mesh = mesh
+            self.addresses = addresses
+            self.ports = ports
+        }
+    }
+
     public var version: Int64
     public var node: String
     public var trustDomain: String
@@ -87,14 +113,19 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
     public var workloads: [Workload]
     /// Every service, with its endpoints on any node.
     public var services: [Service]
+    /// Every workload on every node (this one included). Absent from
+    /// snapshots persisted by older weftd versions.
+    public var peers: [Peer]?
 
-    public init(version: Int64, node: String, trustDomain: String, namespaces: [Namespace], workloads: [Workload], services: [Service]) {
+    public init(version: Int64, node: String, trustDomain: String, namespaces: [Namespace], workloads: [Workload],
+                services: [Service], peers: [Peer]? = nil) {
         self.version = version
         self.node = node
         self.trustDomain = trustDomain
         self.namespaces = namespaces
         self.workloads = workloads
         self.services = services
+        self.peers = peers
     }
 }
 

@@ -13,6 +13,14 @@ Swift harness can follow a long-running process by reading its output file.
   loop  --host H --port P [--interval 0.2] [probe options]
   many  --host H --port P --count N [--workers W] [--family ...] [--timeout S]
   http  --url URL [--timeout S]  GET; prints {"status":..,"body":..}
+  hold  --host H --port P --duration S
+                                 one connection kept open for S seconds, echoing a
+                                 line every 0.2 s; prints {"ok":..,"rounds":..}
+  tls   --host H --port P [--cert C --key K] [--ca CA] [--sni NAME] [--plaintext]
+                                 an HBONE client's first steps: TLS 1.3 with ALPN h2
+                                 (or plain bytes), the HTTP/2 preface and SETTINGS;
+                                 prints whether the handshake held and whether the
+                                 server answered with an HTTP/2 SETTINGS frame.
 """
 import argparse
 import errno
@@ -21,6 +29,7 @@ import json
 import os
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -263,6 +272,81 @@ def cmd_http(args):
         emit({"status": 0, "body": "", "error": error_name(reason) if isinstance(reason, OSError) else str(reason)})
 
 
+def cmd_hold(args):
+    result = {"ok": False, "rounds": 0, "error": None}
+    sock = None
+    try:
+        sock, target = open_socket(args.family, args.host, args.port, args.timeout)
+        sock.connect(target)
+        hello, buf = read_line(sock, b"")
+        if hello is None:
+            raise ConnectionAbortedError(0, "EOF")
+        end = time.monotonic() + args.duration
+        while time.monotonic() < end:
+            line = "tick-%d" % result["rounds"]
+            sock.sendall((line + "\n").encode())
+            echoed, buf = read_line(sock, buf)
+            if echoed != line:
+                raise ConnectionAbortedError(0, "EOF")
+            result["rounds"] += 1
+            time.sleep(0.2)
+        result["ok"] = True
+    except ConnectionAbortedError as exc:
+        result["error"] = "EOF" if exc.errno == 0 else error_name(exc)
+    except OSError as exc:
+        result["error"] = error_name(exc)
+    finally:
+        if sock is not None:
+            sock.close()
+    emit(result)
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def cmd_tls(args):
+    result = {"handshake": False, "h2_settings": False, "error": None, "first_bytes": None, "alpn": None}
+    raw = None
+    try:
+        raw = socket.create_connection((args.host, args.port), timeout=args.timeout)
+        conn = raw
+        if not args.plaintext:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            ctx.check_hostname = False
+            if args.ca:
+                ctx.load_verify_locations(args.ca)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            else:
+                ctx.verify_mode = ssl.CERT_NONE
+            if args.cert:
+                ctx.load_cert_chain(args.cert, args.key)
+            ctx.set_alpn_protocols(["h2"])
+            conn = ctx.wrap_socket(raw, server_hostname=args.sni or None)
+            result["handshake"] = True
+            result["alpn"] = conn.selected_alpn_protocol()
+        conn.sendall(H2_PREFACE)
+        data = b""
+        deadline = time.monotonic() + args.timeout
+        while len(data) < 9 and time.monotonic() < deadline:
+            chunk = conn.recv(65536)
+            if not chunk:
+                result["error"] = "EOF"
+                break
+            data += chunk
+        result["first_bytes"] = data[:16].hex()
+        # An HTTP/2 frame header: 3 bytes length, type 4 (SETTINGS), flags, stream 0.
+        result["h2_settings"] = len(data) >= 9 and data[3] == 4 and data[5:9] == b"\x00\x00\x00\x00"
+    except ssl.SSLError as exc:
+        result["error"] = "ssl:" + (exc.reason or str(exc))
+    except OSError as exc:
+        result["error"] = error_name(exc)
+    finally:
+        if raw is not None:
+            raw.close()
+    emit(result)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +388,22 @@ def main():
     p.add_argument("--url", required=True)
     p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=cmd_http)
+
+    p = sub.add_parser("hold")
+    client(p)
+    p.add_argument("--duration", type=float, required=True)
+    p.set_defaults(func=cmd_hold)
+
+    p = sub.add_parser("tls")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--ca")
+    p.add_argument("--sni")
+    p.add_argument("--plaintext", action="store_true")
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.set_defaults(func=cmd_tls)
 
     args = parser.parse_args()
     if getattr(args, "family", "x") is None:

@@ -1,0 +1,138 @@
+import Glibc
+import NIOCore
+import WeftCore
+
+/// One way to reach a destination.
+enum Hop: Sendable, CustomStringConvertible {
+    /// Plain TCP: a workload on this node, or a destination outside the mesh.
+    case direct(OriginalDestination, identities: IdentityPair?)
+    /// An HBONE stream through the destination's node.
+    case tunnel(OriginalDestination, source: TunnelCredential, destination: MeshDirectory.Entry)
+
+    struct IdentityPair: Sendable {
+        var source: String
+        var destination: String
+    }
+
+    var isTunnel: Bool {
+        if case .tunnel = self { return true }
+        return false
+    }
+
+    var identities: IdentityPair? {
+        switch self {
+        case .direct(_, let pair): return pair
+        case .tunnel(_, let source, let destination): return IdentityPair(source: source.identity, destination: destination.identity)
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .direct(let d, _): return "\(d) direct"
+        case .tunnel(let d, _, let e): return "\(d) via HBONE to \(e.identity)"
+        }
+    }
+}
+
+struct Refusal: Error, CustomStringConvertible {
+    var description: String
+}
+
+extension NodeProxy {
+    /// How a captured connection travels. A service's virtual IP is never
+    /// dialled: its endpoints are, up to three, in turn. A meshed workload on
+    /// another node is reached only through a tunnel with the source
+    /// workload's certificate: without one the connection is refused, never
+    /// sent in plaintext.
+    func plan(_ original: OriginalDestination, source: WorkloadRef?) -> Result<[Hop], Refusal> {
+        let directory = mesh.current
+        var targets: [(OriginalDestination, MeshDirectory.Lookup)] = []
+        if let service = services.endpoints(for: original.address, port: original.port) {
+            if service.endpoints.isEmpty {
+                stats.noHealthyEndpoint.add(1, ordering: .relaxed)
+                return .failure(Refusal(description: "service \(service.service) has no endpoints"))
+            }
+            for e in service.endpoints.prefix(3) {
+                var t = original
+                t.address = e.address
+                t.port = e.port
+                let ns = service.service.split(separator: "/").first.map(String.init) ?? ""
+                if let ref = try? WorkloadRef(namespace: NamespaceName(ns), name: WorkloadName(e.workload)),
+                   let entry = directory.entry(ref) {
+                    targets.append((t, .workload(entry)))
+                } else {
+                    targets.append((t, directory.lookup(e.address, port: e.port)))
+                }
+            }
+        } else {
+            targets.append((original, directory.lookup(original.address, port: original.port)))
+        }
+
+        let sourceIdentity = source.flatMap { directory.entry($0) }?.identity
+        var hops: [Hop] = []
+        var refusals: [String] = []
+        for (target, lookup) in targets {
+            switch lookup {
+            case .external:
+                hops.append(.direct(target, identities: nil))
+            case .ambiguous:
+                refusals.append(TunnelError.ambiguousDestination("\(target)").description)
+            case .workload(let entry):
+                let pair = sourceIdentity.map { Hop.IdentityPair(source: $0, destination: entry.identity) }
+                if entry.node == directory.localNode || !entry.mesh {
+                    // Same node: no wire to protect; both identities are known.
+                    // Outside the mesh: plaintext is what the destination speaks.
+                    hops.append(.direct(target, identities: entry.mesh ? pair : nil))
+                    continue
+                }
+                guard let sourceIdentity else {
+                    refusals.append(TunnelError.noSourceIdentity("\(source.map { "\($0)" } ?? "unknown workload") is not in the control plane's directory").description)
+                    continue
+                }
+                guard let credential = credentials.credential(for: sourceIdentity) else {
+                    refusals.append(TunnelError.noSourceIdentity(sourceIdentity).description)
+                    continue
+                }
+                hops.append(.tunnel(target, source: credential, destination: entry))
+            }
+        }
+        if hops.isEmpty {
+            return .failure(Refusal(description: refusals.joined(separator: "; ")))
+        }
+        return .success(hops)
+    }
+
+    /// Opens the upstream side of one hop on `loop`.
+    func open(_ hop: Hop, netns: NetworkNamespace, on loop: any EventLoop) -> EventLoopFuture<any Channel> {
+        switch hop {
+        case .direct(let target, _):
+            return connectUpstream(to: target, netns: netns, on: loop)
+        case .tunnel(let target, let source, let destination):
+            let authority = target.description
+            let tunnel = SocketAddress(target.address, port: UInt16(config.tunnelPort))
+            let serverName = MeshDirectory.serverName(namespace: destination.ref.namespace.rawValue,
+                                                      serviceAccount: destination.serviceAccount)
+            return pool.openStream(source: source, destination: destination.identity, serverName: serverName,
+                                   tunnel: tunnel, authority: authority, on: loop)
+        }
+    }
+
+    /// Joins two channels of one event loop with the relay, replacing the
+    /// handler at `context` on the downstream side, and starts reading both.
+    func relay(downstream: any Channel, downstreamHandlers: [any ChannelHandler] = [],
+               upstream: any Channel, removing context: ChannelHandlerContext) throws {
+        let stats = self.stats
+        let idle = config.idleTimeout
+        let (down, up) = GlueHandler.matchedPair(
+            downstreamBytes: { stats.bytesFromWorkloads.add($0, ordering: .relaxed) },
+            upstreamBytes: { stats.bytesToWorkloads.add($0, ordering: .relaxed) })
+        try upstream.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: idle), up])
+        let ops = context.pipeline.syncOperations
+        try ops.addHandlers(downstreamHandlers + [IdleStateHandler(allTimeout: idle), down])
+        ops.removeHandler(context: context, promise: nil)
+        // An HTTP/2 stream channel only records autoRead: the first read is
+        // asked for here (a socket channel takes the extra read in its stride).
+        upstream.setOption(.autoRead, value: true).whenComplete { _ in upstream.read() }
+        downstream.setOption(.autoRead, value: true).whenComplete { _ in downstream.read() }
+    }
+}
