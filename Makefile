@@ -17,10 +17,10 @@ TEST_ARGS ?=
 DURATION ?=
 
 # Debian packages the build (libbpf through pkg-config), the tests, the demo
-# and the benchmark need. nginx is accepted in any flavour; nginx-light is
-# installed when none is.
+# and the benchmark need (etcd-server: the etcd store's tests start a cluster).
+# nginx is accepted in any flavour; nginx-light is installed when none is.
 DEB_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libssl-dev libsqlite3-dev pkg-config iproute2 bpftool \
-                util-linux procps python3 wrk curl tcpdump
+                util-linux procps python3 wrk curl tcpdump etcd-server
 NGINX_FLAVOURS := nginx-light nginx nginx-core nginx-full nginx-extras
 
 deps:

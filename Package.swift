@@ -49,7 +49,12 @@ let package = Package(
         ),
         .target(
             name: "WeftStore",
-            dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -167,11 +172,33 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "WeftStoreTests", dependencies: ["WeftStore"], swiftSettings: swiftSettings),
+        // A throwaway etcd cluster (Debian's etcd-server) on loopback, for the
+        // tests and the control-plane benchmark.
+        .target(
+            name: "WeftEtcdHarness",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/EtcdHarness/Cluster",
+            swiftSettings: swiftSettings
+        ),
+        // The same cluster as a Swift Testing suite trait: started around a
+        // suite, always torn down.
+        .target(name: "WeftEtcdTesting", dependencies: ["WeftEtcdHarness"], path: "Tests/EtcdHarness/Trait", swiftSettings: swiftSettings),
+        .testTarget(
+            name: "WeftStoreTests",
+            dependencies: [
+                "WeftStore", "WeftEtcdTesting",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WeftControlTests",
             dependencies: [
-                "WeftControl", "WeftControlClient", "WeftIdentity", "WeftStore", "WeftCore",
+                "WeftControl", "WeftControlClient", "WeftIdentity", "WeftStore", "WeftCore", "WeftEtcdTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

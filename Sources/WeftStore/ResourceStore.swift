@@ -98,11 +98,19 @@ public struct StoreError: Error, CustomStringConvertible, Hashable, Sendable {
     public enum Code: Hashable, Sendable { case conflict, notFound, compacted, storage }
     public var code: Code
     public var message: String
+    /// The object a conflict is about, when there is one.
+    public var key: ResourceKey?
+
+    public init(code: Code, message: String, key: ResourceKey? = nil) {
+        self.code = code
+        self.message = message
+        self.key = key
+    }
 
     public static func conflict(_ key: ResourceKey, expected: Int64, actual: Int64?) -> StoreError {
         let now = actual.map { "is at resourceVersion \($0)" } ?? "does not exist"
         let wanted = expected == 0 ? "expected it not to exist" : "expected resourceVersion \(expected)"
-        return StoreError(code: .conflict, message: "\(key) \(now); \(wanted): it was changed by someone else, fetch it again and retry")
+        return StoreError(code: .conflict, message: "\(key) \(now); \(wanted): it was changed by someone else, fetch it again and retry", key: key)
     }
 
     public var description: String { message }

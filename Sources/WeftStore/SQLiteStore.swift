@@ -71,6 +71,7 @@ public final class SQLiteStore: ResourceStore {
         }
     }
 
+    @discardableResult
     public func commit(_ mutations: [Mutation]) async throws -> CommitResult {
         let retained = retainedChanges
         let result = try await db.write { db -> CommitResult in

@@ -1,0 +1,167 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A throwaway etcd cluster on loopback: `members` etcd processes (Debian's
+/// `etcd-server`, found on PATH) with free ports and their own temporary data
+/// dirs. ``stop()`` kills every member and removes the dirs; call it however
+/// the work using the cluster ended.
+public final class EtcdCluster: Sendable {
+    public struct Member: Sendable {
+        public let name: String
+        public let clientURL: String
+        public let peerURL: String
+        public let dataDirectory: String
+    }
+
+    public let members: [Member]
+    public let root: String
+    private let processes: Mutex<[Int: Process]>
+
+    public var clientURLs: [String] { members.map(\.clientURL) }
+
+    /// The etcd binary: `etcd` on PATH, or an error that says how to get it.
+    public static func locate() throws -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/etcd"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        throw HarnessError("etcd is not on PATH (\(path)): these tests need a real etcd cluster. Install Debian's etcd-server (`make deps` does) and run them again")
+    }
+
+    /// Starts the members and waits until the cluster has a leader and answers.
+    /// - Parameter directory: where the data dirs go; /dev/shm when there is one
+    ///   (tests: fsync to memory), or the system's temporary dir.
+    public static func start(members count: Int = 3, directory: String? = nil, log: Bool = false) async throws -> EtcdCluster {
+        let binary = try locate()
+        let base = directory ?? (FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory())
+        let root = base + "/weft-etcd-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let ports = try freePorts(count * 2)
+        let members = (0..<count).map { i in
+            Member(name: "m\(i)", clientURL: "http://127.0.0.1:\(ports[2 * i])", peerURL: "http://127.0.0.1:\(ports[2 * i + 1])",
+                   dataDirectory: root + "/m\(i)")
+        }
+        let cluster = EtcdCluster(members: members, root: root)
+        let initial = members.map { "\($0.name)=\($0.peerURL)" }.joined(separator: ",")
+        do {
+            for (i, m) in members.enumerated() {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: binary)
+                p.arguments = [
+                    "--name", m.name, "--data-dir", m.dataDirectory,
+                    "--listen-client-urls", m.clientURL, "--advertise-client-urls", m.clientURL,
+                    "--listen-peer-urls", m.peerURL, "--initial-advertise-peer-urls", m.peerURL,
+                    "--initial-cluster", initial, "--initial-cluster-state", "new",
+                    "--initial-cluster-token", "weft-test-\(root.suffix(8))",
+                    "--heartbeat-interval", "100", "--election-timeout", "1000",
+                    "--logger", "zap", "--log-outputs", log ? "stderr" : root + "/\(m.name).log",
+                ]
+                p.standardOutput = FileHandle.nullDevice
+                if !log { p.standardError = FileHandle.nullDevice }
+                try p.run()
+                cluster.processes.withLock { $0[i] = p }
+            }
+            try await cluster.waitUntilServing(timeout: .seconds(30))
+        } catch {
+            cluster.stop()
+            throw error
+        }
+        return cluster
+    }
+
+    private init(members: [Member], root: String) {
+        self.members = members
+        self.root = root
+        self.processes = Mutex([:])
+    }
+
+    /// Kills one member at once (SIGKILL), as a crash would.
+    public func kill(member index: Int) {
+        let p = processes.withLock { $0.removeValue(forKey: index) }
+        guard let p, p.isRunning else { return }
+        Glibc.kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
+    /// The member's process id, for reading its CPU and memory from /proc.
+    public func pid(member index: Int) -> Int32? {
+        processes.withLock { $0[index]?.processIdentifier }
+    }
+
+    /// Kills every member and removes the data dirs.
+    public func stop() {
+        let all = processes.withLock { p in
+            defer { p = [:] }
+            return p
+        }
+        for p in all.values where p.isRunning {
+            Glibc.kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    /// Until a write (a txn reading nothing needs a leader too) succeeds through every live member.
+    public func waitUntilServing(timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        let live = processes.withLock { Set($0.keys) }
+        for (i, m) in members.enumerated() where live.contains(i) {
+            while true {
+                if try await Self.answers(m.clientURL) { break }
+                if ContinuousClock.now > deadline {
+                    throw HarnessError("etcd member \(m.name) at \(m.clientURL) did not serve within \(timeout); see \(root)/\(m.name).log")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    private static func answers(_ url: String) async throws -> Bool {
+        var request = HTTPClientRequest(url: url + "/v3/kv/put")
+        request.method = .POST
+        // A linearizable write needs a leader: a member that answers it is in a working cluster.
+        request.body = .bytes(ByteBuffer(string: #"{"key": "\#(Data("/weft-harness/ready".utf8).base64EncodedString())", "value": ""}"#))
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(2))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            return response.status == .ok
+        } catch {
+            return false
+        }
+    }
+
+    /// Ports free now on 127.0.0.1 (bound, read, released).
+    public static func freePorts(_ count: Int) throws -> [Int] {
+        var fds: [Int32] = []
+        defer { for fd in fds { close(fd) } }
+        var ports: [Int] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
+            fds.append(fd)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = 0
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+            }
+            guard bound else { throw HarnessError("bind: \(String(cString: strerror(errno)))") }
+            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+        }
+        return ports
+    }
+}
+
+public struct HarnessError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
