@@ -27,6 +27,15 @@ struct WeftControlCommand: AsyncParsableCommand {
     @Option(help: "Lifetime of workload certificates in seconds (agents renew at half of it).")
     var workloadCertTtl: Int = 86_400
 
+    @Option(help: "Where desired state lives: sqlite (<data-dir>/weft.db, one replica) or etcd (shared by replicas).")
+    var store: String = "sqlite"
+
+    @Option(help: "With --store etcd: the etcd members' client URLs, comma-separated (http://HOST:PORT,...).")
+    var etcdEndpoints: String?
+
+    @Option(help: "With --store etcd: the key prefix this mesh's state lives under (default /weft/).")
+    var etcdPrefix: String?
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -44,7 +53,8 @@ struct WeftControlCommand: AsyncParsableCommand {
         do {
             let configuration = try ControlServerConfiguration(
                 dataDirectory: dataDir, listen: listen, trustDomain: trustDomain, serviceCIDR: serviceCidr,
-                workloadCertificateTTLSeconds: workloadCertTtl)
+                workloadCertificateTTLSeconds: workloadCertTtl,
+                store: store, etcdEndpoints: etcdEndpoints, etcdPrefix: etcdPrefix)
             server = try await ControlServer(configuration: configuration, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")

@@ -67,6 +67,9 @@ final class ControlAPI: Sendable {
         do {
             result = try await store.commit(mutations)
         } catch let error as StoreError where error.code == .conflict {
+            if let key = error.key, key.kind == InternalKind.virtualIP {
+                throw APIError(.conflict, "the virtual IP \(key.name) was taken by another write at the same moment (another weft-control replica); nothing was written: apply again", field: "spec.virtualIP")
+            }
             throw APIError(.conflict, error.message)
         } catch let error as StoreError where error.code == .notFound {
             throw APIError(.notFound, error.message)
@@ -101,9 +104,11 @@ final class ControlAPI: Sendable {
             var revision = try await store.revision()
             var written: [ResourceKey: StoredResource] = [:]
             if !dryRun, !changed.isEmpty {
-                let result = try await commit(changed.map {
+                var mutations: [Mutation] = changed.map {
                     .put($0.key, body: $0.body, bumpGeneration: $0.bumpGeneration, expectedVersion: $0.expectedVersion)
-                })
+                }
+                mutations += try await virtualIPClaims(changed)
+                let result = try await commit(mutations)
                 revision = result.revision
                 for w in result.written { written[w.key] = w }
             }
@@ -124,6 +129,40 @@ final class ControlAPI: Sendable {
             ])
             return .json(["items": .array(out), "revision": .int(revision)])
         }
+    }
+
+    /// The `_VirtualIP/<address>` records that go with Services changing
+    /// address: the new address claimed (must not be claimed yet), the old one
+    /// released. A replica that allocated the same address a moment earlier
+    /// makes the claim, and so the whole apply, fail with 409.
+    private func virtualIPClaims(_ writes: [ApplyPlanner.Write]) async throws -> [Mutation] {
+        // Releases first: an address one Service gives up may be taken by another in the same apply.
+        var releases: [Mutation] = []
+        var claims: [Mutation] = []
+        for w in writes {
+            guard case .service(let spec) = w.resource.spec else { continue }
+            let old = try w.existing.flatMap { s -> IPAddress? in
+                guard case .service(let o) = try s.decodedResource().spec else { return nil }
+                return o.virtualIP
+            }
+            guard spec.virtualIP != old else { continue }
+            if let vip = spec.virtualIP {
+                claims.append(.put(Self.claimKey(vip), body: w.key.description, bumpGeneration: false, expectedVersion: 0))
+            }
+            if let old { releases += try await release(old, heldBy: w.key) }
+        }
+        return releases + claims
+    }
+
+    static func claimKey(_ vip: IPAddress) -> ResourceKey {
+        ResourceKey(kind: InternalKind.virtualIP, name: vip.description)
+    }
+
+    /// Deletes the claim on `vip` if `holder` has it (Services stored before
+    /// claims existed have none).
+    private func release(_ vip: IPAddress, heldBy holder: ResourceKey) async throws -> [Mutation] {
+        guard let claim = try await store.get(Self.claimKey(vip)), claim.body == holder.description else { return [] }
+        return [.delete(claim.key, expectedVersion: claim.resourceVersion)]
     }
 
     func list(plural: String, namespace: String?) async throws -> APIResponse {
@@ -171,7 +210,11 @@ final class ControlAPI: Sendable {
                     throw APIError(.conflict, "namespace \(key.name) still holds \(contents.count) resource\(contents.count == 1 ? "" : "s") (\(shown)\(more)); delete them first")
                 }
             }
-            let result = try await commit([.delete(key, expectedVersion: expected ?? current.resourceVersion)])
+            var mutations: [Mutation] = [.delete(key, expectedVersion: expected ?? current.resourceVersion)]
+            if key.kind == ResourceKind.service.rawValue, case .service(let spec) = try current.decodedResource().spec, let vip = spec.virtualIP {
+                mutations += try await release(vip, heldBy: key)
+            }
+            let result = try await commit(mutations)
             logger.info("delete", metadata: ["object": "\(ApplyPlanner.describe(key))", "revision": "\(result.revision)"])
             return .json(["revision": .int(result.revision)])
         }
@@ -302,7 +345,14 @@ final class ControlAPI: Sendable {
     // MARK: Nodes
 
     func snapshot(node: String, after: Int64?, timeout: Duration) async throws -> APIResponse {
-        var (version, seen) = versions.current
+        // Commits this process has not read yet (another replica's, or its own
+        // just made): cheap to notice, since the store's waiters know its revision.
+        let known = try await store.waitForRevision(above: versions.current.seen, timeout: .zero)
+        if known > versions.current.seen || (after ?? .min) > versions.current.version {
+            // An agent ahead of this replica came from one that has read further: catch up first.
+            try await versions.refresh(from: store)
+        }
+        var version = versions.current.version
         // Wait only when the agent already has the current version: older or
         // unknown (ahead of us, after a data-dir reset) versions are answered at once.
         if let after, after == version {
@@ -310,23 +360,14 @@ final class ControlAPI: Sendable {
             while true {
                 let remaining = deadline - ContinuousClock.now
                 if remaining <= .zero { break }
+                let seen = versions.current.seen
                 guard let revision = try await drain.waitForRevision(store, above: seen, timeout: remaining),
                       revision > seen else { break }
                 // The revision moved: was it a resource, or only a node's report?
-                let changes: [Change]
-                do {
-                    changes = try await store.changes(after: seen)
-                } catch let error as StoreError where error.code == .compacted {
-                    version = max(version, revision)
-                    break
-                }
-                if let last = changes.last(where: { !InternalKind.isInternal($0.key.kind) }) {
-                    version = max(version, last.revision)
-                    break
-                }
-                seen = max(revision, changes.last?.revision ?? revision)
+                try await versions.refresh(from: store)
+                if versions.current.version != after { break }
             }
-            version = max(version, versions.current.version)
+            version = versions.current.version
         }
         let answered = version
         let view = try await views.view(version: answered) { [self] in try await loadView(version: answered) }

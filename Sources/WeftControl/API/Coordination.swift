@@ -1,14 +1,17 @@
 import Synchronization
 import WeftStore
 
-/// Runs the server's writes one at a time.
+/// Runs the server's writes one at a time, in this process.
 ///
 /// Checks that span several objects (virtual IPs unique across Services, a
 /// Namespace empty before it is deleted, a token redeemed once) read the store,
 /// decide, then commit; two such writes interleaving could each pass its check
-/// and together break the rule. The embedded store has one writer, this process,
-/// so serialising here is enough; the commits also carry compare-and-swap
-/// versions as a second line of defence.
+/// and together break the rule. With the embedded store this process is the
+/// only writer, so serialising here is enough. With replicas sharing etcd it is
+/// not: there the compare-and-swap versions every commit carries are the guard
+/// (each object read is expected at the version read, a virtual IP is claimed
+/// by creating `_VirtualIP/<address>`, a token is spent by a swap on its
+/// record), and a lost race is a 409 Conflict, never a silent overwrite.
 final class WriteSerializer: Sendable {
     private struct State {
         var busy = false
@@ -56,13 +59,22 @@ final class WriteSerializer: Sendable {
 /// status reports are stored too: if every report moved the version, each report
 /// would wake every agent, which would re-apply and report again, for ever.
 ///
-/// `seen` is the store revision up to which `version` is exact; commits after it
-/// (not yet recorded here) are found in the store's change log by the long poll.
+/// `seen` is the store revision up to which `version` is exact: every commit up
+/// to it was read from the store's change log. Commits after it — this
+/// process's own, or another replica's — are found in the log by ``refresh(from:)``.
+/// Versions are store revisions, so replicas sharing a store agree on them and
+/// an agent keeps its place when it moves to another replica.
 final class SnapshotVersion: Sendable {
-    private let state: Mutex<(version: Int64, seen: Int64)>
+    private struct State {
+        var version: Int64
+        var seen: Int64
+        var refreshing: Task<Void, any Error>?
+    }
+
+    private let state: Mutex<State>
 
     init(version: Int64, seen: Int64) {
-        state = Mutex((version, seen))
+        state = Mutex(State(version: version, seen: seen))
     }
 
     /// Reads the version from the store's change log (once, at start).
@@ -79,13 +91,48 @@ final class SnapshotVersion: Sendable {
         }
     }
 
-    var current: (version: Int64, seen: Int64) { state.withLock { $0 } }
+    var current: (version: Int64, seen: Int64) { state.withLock { ($0.version, $0.seen) } }
 
-    /// Called after each commit of this process, in commit order.
+    /// Called after each commit of this process. `seen` is left alone: another
+    /// replica may have committed just before, and only the log says what.
     func record(revision: Int64, touchesResources: Bool) {
         state.withLock { s in
             if touchesResources { s.version = max(s.version, revision) }
-            s.seen = max(s.seen, revision)
+        }
+    }
+
+    /// Catches up with the store's change log. Callers arriving while a read is
+    /// under way share it (after an apply, every waiting poll asks at once).
+    func refresh(from store: any ResourceStore) async throws {
+        let task = state.withLock { s -> Task<Void, any Error> in
+            if let running = s.refreshing { return running }
+            let task = Task { [self] in
+                defer { state.withLock { $0.refreshing = nil } }
+                try await catchUp(store)
+            }
+            s.refreshing = task
+            return task
+        }
+        try await task.value
+    }
+
+    private func catchUp(_ store: any ResourceStore) async throws {
+        let seen = current.seen
+        do {
+            let changes = try await store.changes(after: seen)
+            guard let last = changes.last?.revision else { return }
+            let resource = changes.last { !InternalKind.isInternal($0.key.kind) }?.revision
+            state.withLock { s in
+                if let resource { s.version = max(s.version, resource) }
+                s.seen = max(s.seen, last)
+            }
+        } catch let error as StoreError where error.code == .compacted {
+            // Too far behind for the log: every agent takes the current state.
+            let revision = try await store.revision()
+            state.withLock { s in
+                s.version = max(s.version, revision)
+                s.seen = max(s.seen, revision)
+            }
         }
     }
 }

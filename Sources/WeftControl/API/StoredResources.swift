@@ -19,6 +19,13 @@ extension ResourceKind {
 enum InternalKind {
     static let bootstrapToken = "_BootstrapToken"
     static let node = "_Node"
+    /// `_VirtualIP/<address>`: the Service holding a virtual IP. Created with
+    /// compare-and-swap in the same commit as the Service, so two replicas
+    /// allocating the same address at once cannot both succeed.
+    static let virtualIP = "_VirtualIP"
+    /// `_MeshCA/root`: the CA certificate (never the key) the replicas sharing
+    /// a store sign with; a replica with another CA refuses to start.
+    static let meshCA = "_MeshCA"
 
     /// Whether a store kind is one of the server's own records rather than a user resource.
     static func isInternal(_ kind: String) -> Bool { kind.hasPrefix("_") }

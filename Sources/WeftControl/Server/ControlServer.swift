@@ -28,12 +28,24 @@ public struct ControlServerConfiguration: Sendable {
     public var serviceCIDR: CIDR
     /// Lifetime of workload certificates; agents renew them at half of it.
     public var workloadCertificateTTL: Duration
+    public var store: StoreBackend
+
+    /// Where the desired state lives (`--store`).
+    public enum StoreBackend: Sendable, Equatable {
+        /// `<data-dir>/weft.db`: one replica.
+        case sqlite
+        /// An etcd cluster shared by any number of replicas.
+        case etcd(endpoints: [String], prefix: String)
+    }
 
     public static let defaultListen = "127.0.0.1:15443"
+    public static let defaultEtcdPrefix = "/weft/"
 
     public init(dataDirectory: String, listen: String = defaultListen, trustDomain: String = "cluster.local",
-                serviceCIDR: String = "10.96.0.0/16", workloadCertificateTTLSeconds: Int = 86_400) throws {
+                serviceCIDR: String = "10.96.0.0/16", workloadCertificateTTLSeconds: Int = 86_400,
+                store: String = "sqlite", etcdEndpoints: String? = nil, etcdPrefix: String? = nil) throws {
         self.dataDirectory = dataDirectory
+        self.store = try Self.parseStore(store, endpoints: etcdEndpoints, prefix: etcdPrefix)
         guard (10...(30 * 86_400)).contains(workloadCertificateTTLSeconds) else {
             throw BootstrapError("--workload-cert-ttl: \(workloadCertificateTTLSeconds) must be from 10 seconds to 30 days (2592000)")
         }
@@ -44,6 +56,37 @@ public struct ControlServerConfiguration: Sendable {
             self.serviceCIDR = try CIDR(serviceCIDR, field: "--service-cidr")
         } catch {
             throw BootstrapError("\(error.field): \(error.message)")
+        }
+    }
+
+    /// `--store`, `--etcd-endpoints` and `--etcd-prefix`, checked together.
+    static func parseStore(_ store: String, endpoints: String?, prefix: String?) throws -> StoreBackend {
+        switch store {
+        case "sqlite":
+            if endpoints != nil { throw BootstrapError("--etcd-endpoints is only used with --store etcd (the store is sqlite)") }
+            if prefix != nil { throw BootstrapError("--etcd-prefix is only used with --store etcd (the store is sqlite)") }
+            return .sqlite
+        case "etcd":
+            guard let endpoints, !endpoints.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw BootstrapError("--etcd-endpoints is required with --store etcd: the client URLs of the etcd members, such as http://10.0.0.1:2379,http://10.0.0.2:2379")
+            }
+            var urls: [String] = []
+            for raw in endpoints.split(separator: ",", omittingEmptySubsequences: false) {
+                let e = raw.trimmingCharacters(in: .whitespaces)
+                guard let url = URL(string: e), url.scheme == "http", let host = url.host, !host.isEmpty, let port = url.port,
+                      (1...65535).contains(port), url.path.isEmpty || url.path == "/", url.query == nil else {
+                    throw BootstrapError("--etcd-endpoints: \"\(e)\" is not an etcd client URL of the form http://HOST:PORT (https is not supported yet)")
+                }
+                guard !urls.contains(e) else { throw BootstrapError("--etcd-endpoints: \(e) is listed twice") }
+                urls.append(e)
+            }
+            let prefix = prefix ?? defaultEtcdPrefix
+            guard prefix.hasPrefix("/"), prefix.hasSuffix("/"), prefix.count >= 2, !prefix.contains("//") else {
+                throw BootstrapError("--etcd-prefix: \"\(prefix)\" must start and end with '/', such as /weft/")
+            }
+            return .etcd(endpoints: urls, prefix: prefix)
+        default:
+            throw BootstrapError("--store: \"\(store)\" is not a store; use sqlite (the default, one replica) or etcd (replicas sharing an etcd cluster)")
         }
     }
 
@@ -83,17 +126,41 @@ public final class ControlServer: Sendable {
     private let port = BoundPort()
     private let group = Mutex<ServiceGroup?>(nil)
     private let logger: Logger
+    private let closeStore: @Sendable () async -> Void
 
     public init(configuration: ControlServerConfiguration, logger: Logger) async throws {
         self.configuration = configuration
         self.logger = logger
         let directory = DataDirectory(path: configuration.dataDirectory)
-        let material = try directory.prepare(trustDomain: configuration.trustDomain, listenHost: configuration.host)
+        let store: any ResourceStore
+        let material: DataDirectory.Material
+        switch configuration.store {
+        case .sqlite:
+            material = try directory.prepare(trustDomain: configuration.trustDomain, listenHost: configuration.host)
+            store = try SQLiteStore(path: directory.storePath)
+            closeStore = {}
+        case .etcd(let endpoints, let prefix):
+            let etcd = try await EtcdStore.connect(endpoints: endpoints, prefix: prefix)
+            do {
+                material = try await SharedMeshCA.prepare(directory, store: etcd, trustDomain: configuration.trustDomain,
+                                                          listenHost: configuration.host, where: "etcd \(prefix)")
+            } catch {
+                await etcd.shutdown()
+                throw error
+            }
+            store = etcd
+            closeStore = { await etcd.shutdown() }
+        }
         adminToken = material.adminToken
         caCertificatePEM = material.ca.certificatePEM
 
-        let store = try SQLiteStore(path: directory.storePath)
-        let versions = try await SnapshotVersion.load(from: store)
+        let versions: SnapshotVersion
+        do {
+            versions = try await SnapshotVersion.load(from: store)
+        } catch {
+            await closeStore()
+            throw error
+        }
         api = ControlAPI(store: store, ca: material.ca, serviceCIDR: configuration.serviceCIDR, logger: logger, versions: versions,
                          workloadCertificateTTL: configuration.workloadCertificateTTL)
 
@@ -128,9 +195,9 @@ public final class ControlServer: Sendable {
                 logger.info("weft-control listening", metadata: ["address": "\(configuration.host):\(number)", "trustDomain": "\(configuration.trustDomain)"])
             },
             logger: logger)
-        let revision = try await store.revision()
+        let revision = (try? await store.revision()) ?? -1
         logger.info("weft-control ready", metadata: [
-            "dataDir": "\(configuration.dataDirectory)", "revision": "\(revision)",
+            "dataDir": "\(configuration.dataDirectory)", "store": "\(configuration.store)", "revision": "\(revision)",
             "snapshotVersion": "\(versions.current.version)", "serviceCIDR": "\(configuration.serviceCIDR)",
         ])
     }
@@ -141,7 +208,13 @@ public final class ControlServer: Sendable {
     public func run() async throws {
         let serviceGroup = ServiceGroup(configuration: .init(services: [application], logger: logger))
         group.withLock { $0 = serviceGroup }
-        try await serviceGroup.run()
+        do {
+            try await serviceGroup.run()
+        } catch {
+            await closeStore()
+            throw error
+        }
+        await closeStore()
     }
 
     /// The port the server listens on, once it does.

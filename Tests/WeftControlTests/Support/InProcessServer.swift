@@ -20,12 +20,15 @@ final class InProcessServer: Sendable {
 
     static let trustDomain = "cluster.local"
 
-    static func start(directory: String? = nil, serviceCIDR: String = "10.96.0.0/16", logLevel: Logger.Level = .warning) async throws -> InProcessServer {
+    /// - Parameter etcd: the etcd store's endpoints and prefix; nil: SQLite in the data dir.
+    static func start(directory: String? = nil, serviceCIDR: String = "10.96.0.0/16", logLevel: Logger.Level = .warning,
+                      etcd: (endpoints: [String], prefix: String)? = nil) async throws -> InProcessServer {
         let dir = directory ?? Self.temporaryDirectory()
         var logger = Logger(label: "weft-control-test")
         logger.logLevel = logLevel
         let configuration = try ControlServerConfiguration(
-            dataDirectory: dir, listen: "127.0.0.1:0", trustDomain: trustDomain, serviceCIDR: serviceCIDR)
+            dataDirectory: dir, listen: "127.0.0.1:0", trustDomain: trustDomain, serviceCIDR: serviceCIDR,
+            store: etcd == nil ? "sqlite" : "etcd", etcdEndpoints: etcd?.endpoints.joined(separator: ","), etcdPrefix: etcd?.prefix)
         let server = try await ControlServer(configuration: configuration, logger: logger)
         let task = Task { try await server.run() }
         let port = await server.boundPort()
@@ -50,6 +53,17 @@ final class InProcessServer: Sendable {
         await server.shutdown()
         _ = await task.result
         if !keepingData { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    /// Another replica on the same etcd store: a data dir of its own holding
+    /// copies of this one's CA pair and admin token, as an operator would make.
+    func replica(etcd: (endpoints: [String], prefix: String)) async throws -> InProcessServer {
+        let dir = Self.temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/ca", withIntermediateDirectories: true)
+        for file in ["ca/ca.crt", "ca/ca.key", "admin.token"] {
+            try FileManager.default.copyItem(atPath: directory + "/" + file, toPath: dir + "/" + file)
+        }
+        return try await Self.start(directory: dir, etcd: etcd)
     }
 
     var adminToken: String { server.adminToken }
