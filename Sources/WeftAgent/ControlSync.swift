@@ -30,10 +30,11 @@ struct ControlSync {
         // snapshot was applied at all is tracked on its own.
         var hasApplied = await agent.isSynced
         var lastError = ""
+        var replicas = ControlReplicas(settings.servers.isEmpty ? [settings.server] : settings.servers)
         defer { if let client { Task { try? await client.shutdown() } } }
         while !Task.isCancelled {
             do {
-                if client == nil { client = try await connect(state) }
+                if client == nil { client = try await connect(state, server: replicas.current) }
                 // The poll returns in time for the next certificate renewal.
                 var wait = 25
                 if let due = await agent.nextRenewal(schedule) {
@@ -71,6 +72,13 @@ struct ControlSync {
                     try? await c.shutdown()
                     client = nil
                 }
+                // With replicas, the next try goes to the next one; the version
+                // applied is a store revision, valid on every replica.
+                if let c = client, replicas.count > 1 {
+                    try? await c.shutdown()
+                    client = nil
+                }
+                if replicas.count > 1 { replicas.advance() }
                 attempt += 1
                 do { try await Task.sleep(for: schedule.retryDelay(attempt: attempt)) } catch { return }
             }
@@ -78,11 +86,12 @@ struct ControlSync {
     }
 
     /// A client with the node credential, joining first if there is none yet.
-    private func connect(_ state: NodeStateDir) async throws -> ControlClient {
+    private func connect(_ state: NodeStateDir, server: String) async throws -> ControlClient {
         guard let caPEM = try? String(contentsOfFile: settings.caFile, encoding: .utf8) else {
             throw AgentError("cannot read control.caFile \(settings.caFile): copy weft-control's <data-dir>/ca/ca.crt there")
         }
-        let endpoint = ControlEndpoint(url: settings.server, caBundlePEM: caPEM, urlOrigin: "control.server", caOrigin: "control.caFile")
+        let endpoint = ControlEndpoint(url: server, caBundlePEM: caPEM, urlOrigin: settings.servers.count > 1 ? "control.servers" : "control.server",
+                                       caOrigin: "control.caFile")
         if let cred = state.credential() {
             return try ControlClient(endpoint: endpoint, credentials: .nodeCertificate(certificatePEM: cred.certificatePEM, privateKeyPEM: cred.keyPEM))
         }
@@ -120,6 +129,22 @@ struct ControlSync {
             }
         }
     }
+}
+
+/// The weft-control replicas an agent may use, and the one in use: a failed
+/// request moves it to the next, round the list.
+struct ControlReplicas {
+    private let servers: [String]
+    private(set) var index = 0
+
+    init(_ servers: [String]) {
+        precondition(!servers.isEmpty, "NodeConfig guarantees at least one server")
+        self.servers = servers
+    }
+
+    var count: Int { servers.count }
+    var current: String { servers[index] }
+    mutating func advance() { index = (index + 1) % servers.count }
 }
 
 /// A workload's SVID as the node holds it.

@@ -19,7 +19,7 @@ public struct NodeConfig: Sendable, Equatable {
 
     /// Where the node's desired state comes from when it is not this file.
     public struct Control: Sendable, Equatable {
-        /// `https://host:port` of weft-control.
+        /// `https://host:port` of weft-control: the first of ``servers``.
         public var server: String
         /// The mesh CA certificate (PEM) that weft-control's certificate chains to.
         public var caFile: String
@@ -28,6 +28,9 @@ public struct NodeConfig: Sendable, Equatable {
         public var tokenFile: String?
         /// Node credential and the last applied snapshot, kept across restarts.
         public var stateDir: String
+        /// Every weft-control replica, in order (`servers:`, or just `server:`);
+        /// the agent moves to the next one when the one in use fails.
+        public var servers: [String] = []
     }
 
     public var node: String
@@ -180,16 +183,14 @@ public struct NodeConfig: Sendable, Equatable {
             cfg.workloads.append(ExplicitWorkload(ref: ref, cgroup: parts.joined(separator: "/"), netns: netns))
         }
         if let c = try r.sub("control") {
-            try c.allowOnly(["server", "caFile", "tokenFile", "stateDir"])
-            let server = try c.string("server", required: true)!
-            guard server.hasPrefix("https://"), server.count > "https://".count else {
-                throw ValidationError(field: "control.server", "\"\(server)\" must be an https:// URL: the control API is only spoken over TLS")
-            }
+            try c.allowOnly(["server", "servers", "caFile", "tokenFile", "stateDir"])
+            let servers = try controlServers(c)
             let control = Control(
-                server: server,
+                server: servers[0],
                 caFile: try c.string("caFile", required: true)!,
                 tokenFile: try c.string("tokenFile"),
-                stateDir: try c.string("stateDir") ?? "/var/lib/weft")
+                stateDir: try c.string("stateDir") ?? "/var/lib/weft",
+                servers: servers)
             for (field, value) in [("control.caFile", control.caFile), ("control.stateDir", control.stateDir), ("control.tokenFile", control.tokenFile ?? "/")] {
                 if !value.hasPrefix("/") { throw ValidationError(field: field, "must be an absolute path") }
             }
@@ -202,6 +203,37 @@ public struct NodeConfig: Sendable, Equatable {
             cfg.control = control
         }
         return cfg
+    }
+
+    /// `control.server` (one replica) or `control.servers` (a list of replicas), each an https:// URL.
+    private static func controlServers(_ c: Reader) throws -> [String] {
+        let single = try c.string("server")
+        let list = try c.list("servers")
+        var servers: [String]
+        var field: (Int) -> String
+        switch (single, list) {
+        case (let one?, nil):
+            servers = [one]
+            field = { _ in "control.server" }
+        case (nil, let many?):
+            servers = try many.enumerated().map { i, n in
+                guard case .scalar(let s) = n, !s.string.isEmpty else { throw ValidationError(field: "control.servers[\(i)]", "must be an https:// URL") }
+                return s.string
+            }
+            guard !servers.isEmpty else { throw ValidationError(field: "control.servers", "must list at least one weft-control URL") }
+            field = { "control.servers[\($0)]" }
+        case (_?, _?):
+            throw ValidationError(field: "control.servers", "give either server: (one weft-control) or servers: (a list of replicas), not both")
+        case (nil, nil):
+            throw ValidationError(field: "control.server", "is required (or servers:, a list of weft-control replicas)")
+        }
+        for (i, server) in servers.enumerated() {
+            guard server.hasPrefix("https://"), server.count > "https://".count else {
+                throw ValidationError(field: field(i), "\"\(server)\" must be an https:// URL: the control API is only spoken over TLS")
+            }
+            if servers[..<i].contains(server) { throw ValidationError(field: field(i), "\(server) is listed twice") }
+        }
+        return servers
     }
 
     /// The namespaces and workloads a control-plane snapshot asks of this node.

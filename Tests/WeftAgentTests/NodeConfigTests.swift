@@ -130,3 +130,45 @@ import WeftCore
         }
     }
 }
+
+@Suite struct ControlReplicaEndpoints {
+    @Test func serversListsEveryReplicaAndServerStaysTheFirst() throws {
+        let c = try NodeConfig.parse(yaml: """
+            node: a
+            control:
+              servers: [https://10.0.0.1:15443, https://10.0.0.2:15443]
+              caFile: /ca.crt
+            """)
+        #expect(c.control?.servers == ["https://10.0.0.1:15443", "https://10.0.0.2:15443"])
+        #expect(c.control?.server == "https://10.0.0.1:15443")
+        // The single form keeps working, as a list of one.
+        let one = try NodeConfig.parse(yaml: "node: a\ncontrol: {server: https://10.0.0.1:15443, caFile: /ca.crt}")
+        #expect(one.control?.servers == ["https://10.0.0.1:15443"])
+    }
+
+    @Test func badServerListsAreRefusedNamingTheEntry() {
+        func field(_ control: String) -> String? {
+            do {
+                _ = try NodeConfig.parse(yaml: "node: a\ncontrol: {\(control), caFile: /ca.crt}")
+                return nil
+            } catch {
+                return (error as? ValidationError)?.field
+            }
+        }
+        #expect(field("servers: [https://a:1, http://b:1]") == "control.servers[1]")
+        #expect(field("servers: [https://a:1, https://a:1]") == "control.servers[1]")
+        #expect(field("servers: []") == "control.servers")
+        #expect(field("server: https://a:1, servers: [https://b:1]") == "control.servers")
+        #expect(field("tokenFile: /t") == "control.server")
+    }
+
+    @Test func aFailedReplicaHandsOverToTheNextRoundTheList() {
+        var replicas = ControlReplicas(["https://a:1", "https://b:1", "https://c:1"])
+        #expect(replicas.current == "https://a:1")
+        replicas.advance()
+        #expect(replicas.current == "https://b:1")
+        replicas.advance()
+        replicas.advance()
+        #expect(replicas.current == "https://a:1")
+    }
+}
