@@ -33,6 +33,10 @@ public final class EtcdStore: ResourceStore {
     private let notifier = RevisionNotifier()
     private let watcher = Mutex<Task<Void, Never>?>(nil)
 
+    /// etcd's default `--max-txn-ops`: the most operations one transaction
+    /// may hold. A commit takes one per key plus one for `head`.
+    public static let maximumTransactionOperations = 128
+
     /// How often a commit is tried again when another writer changed one of its
     /// keys between the read and the transaction (its own checks pass each time).
     static let commitAttempts = 20
@@ -172,9 +176,12 @@ public final class EtcdStore: ResourceStore {
     /// One read-check-write round: nil when a key changed between the read and
     /// the transaction (the caller reads again and re-checks).
     private func tryCommit(_ mutations: [Mutation]) async throws -> CommitResult? {
-        // Read every key in one transaction (a consistent snapshot).
         var keys: [String] = []
         for m in mutations where !keys.contains(etcdKey(m.key)) { keys.append(etcdKey(m.key)) }
+        guard keys.count < Self.maximumTransactionOperations else {
+            throw StoreError(code: .tooLarge, message: "one commit may change at most \(Self.maximumTransactionOperations - 1) objects on the etcd store (etcd's --max-txn-ops is \(Self.maximumTransactionOperations) by default); this one changes \(keys.count): apply them in smaller batches")
+        }
+        // Read every key; the transaction below compares each against what was read.
         let read = try await txn(Wire.TxnRequest(compare: [], success: keys.map { .range(.init(key: .init($0))) }, failure: []))
         var existing: [ResourceKey: (resource: StoredResource, modRevision: Int64)] = [:]
         for response in read.responses ?? [] {
@@ -374,6 +381,9 @@ public final class EtcdStore: ResourceStore {
             let message = failure?.message ?? failure?.error ?? String(buffer: bytes)
             if failure?.code == 11 || message.contains("compacted") {
                 throw StoreError(code: .compacted, message: "etcd: \(message); list again")
+            }
+            if message.contains("too many operations in txn") {
+                throw StoreError(code: .tooLarge, message: "etcd at \(endpoint) refused a transaction: \(message) (raise --max-txn-ops on every member, or apply fewer objects at once)")
             }
             lastError = StoreError(code: .storage, message: "etcd at \(endpoint) refused \(path): \(message)")
             // Unavailable (no leader, stopping): another member may do better.

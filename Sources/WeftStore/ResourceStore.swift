@@ -95,7 +95,11 @@ public struct Change: Sendable, Hashable {
 }
 
 public struct StoreError: Error, CustomStringConvertible, Hashable, Sendable {
-    public enum Code: Hashable, Sendable { case conflict, notFound, compacted, storage }
+    public enum Code: Hashable, Sendable {
+        case conflict, notFound, compacted, storage
+        /// A commit larger than the backend takes at once (etcd's --max-txn-ops).
+        case tooLarge
+    }
     public var code: Code
     public var message: String
     /// The object a conflict is about, when there is one.

@@ -119,6 +119,17 @@ struct ReplicaTests {
         #expect(again.status == 200, "\(again)")
     }
 
+    @Test func anApplyLargerThanOneEtcdTransactionIs413AndWritesNothing() async throws {
+        let (a, b, _) = try await Self.replicas()
+        defer { Task { await a.stop(); await b.stop() } }
+        _ = try await a.apply([ServerManifests.namespace("shop")])
+        let many = (0..<130).map { ServerManifests.workload("w\($0)", address: "198.18.0.\($0 + 1)") }
+        let reply = try await a.apply(many)
+        #expect(reply.status == 413 && reply.code == "TooLarge" && reply.message.contains("127"), "\(reply)")
+        #expect(try await b.request(.GET, "/v1/workloads?namespace=shop").json["items"]?.arrayValue?.isEmpty == true)
+        #expect(try await a.apply(Array(many.prefix(100))).status == 200, "smaller batches go through")
+    }
+
     @Test func aReplicaWithAnotherMeshCARefusesToStart() async throws {
         let cluster = try EtcdClusterTrait.required()
         let etcd = (endpoints: cluster.clientURLs, prefix: "/ca-\(UUID().uuidString)/")

@@ -73,6 +73,8 @@ final class ControlAPI: Sendable {
             throw APIError(.conflict, error.message)
         } catch let error as StoreError where error.code == .notFound {
             throw APIError(.notFound, error.message)
+        } catch let error as StoreError where error.code == .tooLarge {
+            throw APIError(.tooLarge, error.message)
         }
         versions.record(revision: result.revision, touchesResources: mutations.contains { !InternalKind.isInternal($0.key.kind) })
         return result
