@@ -3,11 +3,13 @@
 #   make demo [DURATION=N]   set up a throwaway node (netns + cgroups) and watch capture work
 #   make test [TEST_ARGS=…]  every test (unit and integration; integration tests need root)
 #   make bench [QUICK=1]     the cost of capture: direct vs captured, one run
+#   make bench-control [AGENTS=1000 CHANGES=10]
+#                            weft-control with 1,000 simulated agents, on SQLite and on etcd
 #   make build | deps | clean
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
-.PHONY: deps pydeps build build-release test demo bench clean
+.PHONY: deps pydeps build build-release test demo bench bench-control clean
 
 # The Swift toolchain of this machine kind lives in /opt/swift; use it when
 # `swift` is not already on PATH.
@@ -15,6 +17,8 @@ export PATH := $(PATH):/opt/swift/usr/bin
 SWIFT ?= swift
 TEST_ARGS ?=
 DURATION ?=
+AGENTS ?= 1000
+CHANGES ?= 10
 
 # Debian packages the build (libbpf through pkg-config), the tests, the demo
 # and the benchmark need (etcd-server: the etcd store's tests start a cluster).
@@ -68,5 +72,9 @@ demo: build
 bench: build-release
 	bash Benchmarks/capture/run.sh
 
+# Release builds in their own scratch dir (.build-release), so they do not wait on debug builds.
+bench-control: deps
+	AGENTS="$(AGENTS)" CHANGES="$(CHANGES)" bash Benchmarks/control/run.sh
+
 clean:
-	rm -rf .build Benchmarks/capture/results/runs
+	rm -rf .build .build-release Benchmarks/capture/results/runs

@@ -186,6 +186,19 @@ let package = Package(
         // The same cluster as a Swift Testing suite trait: started around a
         // suite, always torn down.
         .target(name: "WeftEtcdTesting", dependencies: ["WeftEtcdHarness"], path: "Tests/EtcdHarness/Trait", swiftSettings: swiftSettings),
+        // `make bench-control`: simulated agents against weft-control (Benchmarks/control/).
+        .executableTarget(
+            name: "weft-control-bench",
+            dependencies: [
+                "WeftIdentity", "WeftEtcdHarness",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            path: "Benchmarks/control/Sources/weft-control-bench",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WeftStoreTests",
             dependencies: [
