@@ -51,7 +51,6 @@ public final class EtcdStore: ResourceStore {
         do {
             revision = try await store.revision()
         } catch {
-            try? await store.http.shutdown()
             throw StoreError(code: .storage, message: "cannot reach etcd at \(endpoints.joined(separator: ",")) (\(origin)): \(error)")
         }
         store.notifier.publish(revision)
@@ -80,17 +79,22 @@ public final class EtcdStore: ResourceStore {
         self.prefix = prefix
         self.requestTimeout = TimeAmount.nanoseconds(Int64(requestTimeout.components.seconds) * 1_000_000_000
                                                      + requestTimeout.components.attoseconds / 1_000_000_000)
+        http = Self.client
+    }
+
+    /// One client for every store of the process, never shut down (so a store
+    /// dropped without ``shutdown()`` leaks nothing but its watch).
+    private static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration(timeout: .init(connect: .seconds(2), read: nil))
         // A refused connection must fail at once so the next endpoint is tried.
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.redirectConfiguration = .disallow
-        http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
 
-    /// Stops the watch and closes the connections.
+    /// Stops the watch that wakes this store's waiters.
     public func shutdown() async {
         watcher.withLock { $0?.cancel(); $0 = nil }
-        try? await http.shutdown()
     }
 
     // MARK: Keys
@@ -299,20 +303,21 @@ public final class EtcdStore: ResourceStore {
     /// endpoint) from where it was when a member fails.
     private func startWatching(from revision: Int64) {
         let task = Task { [weak self] in
-            var last = revision
+            // The revision the next watch starts from.
+            var next = revision + 1
             while !Task.isCancelled {
                 guard let self else { return }
                 do {
-                    try await self.watch(Wire.WatchCreate(key: .init(self.headKey), start_revision: .init(last + 1))) { result in
+                    try await self.watch(Wire.WatchCreate(key: .init(self.headKey), start_revision: .init(next))) { result in
                         if let compacted = result.compact_revision?.value, compacted > 0 {
-                            // History is gone; the current head is all that matters.
-                            last = try await self.revision()
-                            self.notifier.publish(last)
+                            // History is gone up to there; the current head is all that matters.
+                            next = max(next, compacted)
+                            self.notifier.publish(try await self.revision())
                             return true
                         }
                         for event in result.events ?? [] {
-                            if let at = event.kv?.mod_revision?.value, at > last {
-                                last = at
+                            if let at = event.kv?.mod_revision?.value, at >= next {
+                                next = at + 1
                                 self.notifier.publish(at)
                             }
                         }

@@ -289,7 +289,7 @@ extension StoreContract {
 
 /// Its own cluster: compaction is cluster-wide, and would cut the history
 /// other suites' stores are reading.
-@Suite(.etcdCluster) struct EtcdCompaction {
+@Suite(.etcdCluster, .serialized) struct EtcdCompaction {
     let key = ResourceKey(kind: "Service", namespace: "shop", name: "catalog")
 
     func pair() async throws -> (EtcdStore, EtcdStore) {
@@ -311,6 +311,21 @@ extension StoreContract {
         }
         #expect(try await b.changes(after: last).isEmpty)
         #expect(try await b.get(key)?.body == "3", "compaction keeps the current values")
+    }
+
+    @Test func storesOpenedAfterACompactionStillWakeOnEachOthersCommits() async throws {
+        let (a, b) = try await pair()
+        let last = try await a.commit([.put(key, body: "1")]).revision
+        try await compact(at: last, try EtcdClusterTrait.required())
+        await a.shutdown()
+        await b.shutdown()
+        // A new prefix (its head watch starts from revision 1, long compacted) and a second store on it.
+        let (c, d) = try await pair()
+        defer { Task { await c.shutdown(); await d.shutdown() } }
+        async let woke = d.waitForRevision(above: 0, timeout: .seconds(10))
+        try await Task.sleep(for: .milliseconds(200))
+        let committed = try await c.commit([.put(key, body: "2")]).revision
+        #expect(try await woke == committed)
     }
 
     private func compact(at revision: Int64, _ cluster: EtcdCluster) async throws {
