@@ -87,6 +87,10 @@ struct ReplicaTests {
             let winner = ra.status == 200 ? "node-a" : "node-b"
             #expect(stored.json["spec"]?["node"]?.stringValue == winner, "the loser must not overwrite: \(stored)")
         }
+        // The other replica's status reports the version of a change it did not make.
+        let last = try await a.apply([ServerManifests.workload("x", node: "node-a", address: "198.18.3.1")])
+        let status = try await b.request(.GET, "/v1/status")
+        #expect(status.json["version"]?.int64 == last.revision, "\(status)")
     }
 
     @Test func servicesAppliedAtOnceThroughTwoReplicasNeverShareAVirtualIP() async throws {

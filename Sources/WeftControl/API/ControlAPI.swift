@@ -476,6 +476,8 @@ final class ControlAPI: Sendable {
     // MARK: Status
 
     func status() async throws -> APIResponse {
+        // Another replica may have written since this one last read the log.
+        try await versions.refresh(from: store)
         let revision = try await store.revision()
         var nodes: [NodeRecord] = []
         for row in try await store.list(kind: InternalKind.node, namespace: nil) {
