@@ -1,8 +1,9 @@
 import Synchronization
 
-/// Wakes long-poll watchers when the store's revision moves. In-process: the
-/// embedded store has a single writer, this process.
-final class RevisionNotifier: Sendable {
+/// Wakes long-poll watchers when a revision (or any number that only grows)
+/// moves. In-process: the stores feed it from their commits (and, for etcd,
+/// from a watch); weft-control feeds one with snapshot versions.
+public final class RevisionNotifier: Sendable {
     private struct Waiter {
         let above: Int64
         let continuation: CheckedContinuation<Int64, Never>
@@ -18,7 +19,9 @@ final class RevisionNotifier: Sendable {
 
     private let state = Mutex(State())
 
-    func publish(_ revision: Int64) {
+    public init() {}
+
+    public func publish(_ revision: Int64) {
         let ready = state.withLock { s -> [Waiter] in
             guard revision > s.revision else { return [] }
             s.revision = revision
@@ -29,7 +32,8 @@ final class RevisionNotifier: Sendable {
         for w in ready { w.continuation.resume(returning: revision) }
     }
 
-    func wait(above: Int64, timeout: Duration) async -> Int64 {
+    /// The number once it is above `above`, or at `timeout` (or when the task is cancelled) whatever it is then.
+    public func wait(above: Int64, timeout: Duration) async -> Int64 {
         let id = state.withLock { s -> UInt64 in
             s.nextID += 1
             return s.nextID

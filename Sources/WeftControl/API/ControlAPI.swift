@@ -36,6 +36,8 @@ final class ControlAPI: Sendable {
     let versions: SnapshotVersion
     private let views = ClusterViewCache()
     private let drain = LongPollDrain()
+    /// Reads the store's change log as it moves (``SnapshotVersion/follow(_:)``).
+    private let follower: Task<Void, Never>
 
     /// Longest a snapshot long poll may wait (docs/control-api.md).
     static let maximumPoll: Duration = .seconds(60)
@@ -54,6 +56,12 @@ final class ControlAPI: Sendable {
         self.logger = logger
         self.versions = versions
         self.now = now
+        follower = Task { [versions, store] in await versions.follow(store) }
+    }
+
+    /// Stops following the store (the server is shutting down).
+    func stop() {
+        follower.cancel()
     }
 
     var trustDomain: TrustDomain { ca.trustDomain }
@@ -347,28 +355,17 @@ final class ControlAPI: Sendable {
     // MARK: Nodes
 
     func snapshot(node: String, after: Int64?, timeout: Duration) async throws -> APIResponse {
-        // Commits this process has not read yet (another replica's, or its own
-        // just made): cheap to notice, since the store's waiters know its revision.
-        let known = try await store.waitForRevision(above: versions.current.seen, timeout: .zero)
-        if known > versions.current.seen || (after ?? .min) > versions.current.version {
-            // An agent ahead of this replica came from one that has read further: catch up first.
+        // An agent ahead of this replica came from one that has read the log
+        // further: catch up before answering.
+        if let after, after > versions.current.version {
             try await versions.refresh(from: store)
         }
         var version = versions.current.version
         // Wait only when the agent already has the current version: older or
         // unknown (ahead of us, after a data-dir reset) versions are answered at once.
         if let after, after == version {
-            let deadline = ContinuousClock.now.advanced(by: min(timeout, Self.maximumPoll))
-            while true {
-                let remaining = deadline - ContinuousClock.now
-                if remaining <= .zero { break }
-                let seen = versions.current.seen
-                guard let revision = try await drain.waitForRevision(store, above: seen, timeout: remaining),
-                      revision > seen else { break }
-                // The revision moved: was it a resource, or only a node's report?
-                try await versions.refresh(from: store)
-                if versions.current.version != after { break }
-            }
+            let wait = min(timeout, Self.maximumPoll)
+            _ = try await drain.wait { [versions] in await versions.wait(above: after, timeout: wait) }
             version = versions.current.version
         }
         let answered = version

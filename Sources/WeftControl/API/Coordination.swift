@@ -72,9 +72,34 @@ final class SnapshotVersion: Sendable {
     }
 
     private let state: Mutex<State>
+    /// Long polls wait here, on the version itself: a node report moves the
+    /// store's revision but wakes none of them.
+    private let waiters = RevisionNotifier()
 
     init(version: Int64, seen: Int64) {
         state = Mutex(State(version: version, seen: seen))
+        waiters.publish(version)
+    }
+
+    /// The version once it is above `above`, or at `timeout`.
+    func wait(above: Int64, timeout: Duration) async -> Int64 {
+        await waiters.wait(above: above, timeout: timeout)
+    }
+
+    /// Reads the change log each time the store's revision moves, for as long as
+    /// the task runs: one reader per process, however many polls wait.
+    func follow(_ store: any ResourceStore) async {
+        while !Task.isCancelled {
+            let seen = current.seen
+            do {
+                if try await store.waitForRevision(above: seen, timeout: .seconds(10)) > seen {
+                    try await refresh(from: store)
+                }
+            } catch {
+                // The store is unreachable for now; polls keep the version they have.
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
     }
 
     /// Reads the version from the store's change log (once, at start).
@@ -96,9 +121,12 @@ final class SnapshotVersion: Sendable {
     /// Called after each commit of this process. `seen` is left alone: another
     /// replica may have committed just before, and only the log says what.
     func record(revision: Int64, touchesResources: Bool) {
-        state.withLock { s in
-            if touchesResources { s.version = max(s.version, revision) }
+        guard touchesResources else { return }
+        let version = state.withLock { s in
+            s.version = max(s.version, revision)
+            return s.version
         }
+        waiters.publish(version)
     }
 
     /// Catches up with the store's change log. Callers arriving while a read is
@@ -122,17 +150,21 @@ final class SnapshotVersion: Sendable {
             let changes = try await store.changes(after: seen)
             guard let last = changes.last?.revision else { return }
             let resource = changes.last { !InternalKind.isInternal($0.key.kind) }?.revision
-            state.withLock { s in
+            let version = state.withLock { s in
                 if let resource { s.version = max(s.version, resource) }
                 s.seen = max(s.seen, last)
+                return s.version
             }
+            waiters.publish(version)
         } catch let error as StoreError where error.code == .compacted {
             // Too far behind for the log: every agent takes the current state.
             let revision = try await store.revision()
-            state.withLock { s in
+            let version = state.withLock { s in
                 s.version = max(s.version, revision)
                 s.seen = max(s.seen, revision)
+                return s.version
             }
+            waiters.publish(version)
         }
     }
 }
@@ -162,10 +194,8 @@ final class ClusterViewCache: Sendable {
 
 /// Lets graceful shutdown answer every waiting long poll at once.
 ///
-/// A poll sleeps in the store's `waitForRevision`; cancelling that is no use
-/// (SQLiteStore's waiter then sleeps until the next revision), so the store wait
-/// runs in its own task and the poll waits for whichever comes first: the store
-/// or the drain.
+/// A poll sleeps in a wait for the snapshot version; that wait runs in its own
+/// task and the poll waits for whichever comes first: the version or the drain.
 final class LongPollDrain: Sendable {
     private struct State {
         var draining = false
@@ -186,8 +216,8 @@ final class LongPollDrain: Sendable {
         for c in waiting.values { c.resume(returning: nil) }
     }
 
-    /// The store revision once it is above `above` (or at `timeout`), or nil when draining.
-    func waitForRevision(_ store: any ResourceStore, above: Int64, timeout: Duration) async throws -> Int64? {
+    /// What `waiting` answers, or nil when draining.
+    func wait(_ waiting: @escaping @Sendable () async throws -> Int64) async throws -> Int64? {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Int64?, any Error>) in
             let id = state.withLock { s -> UInt64? in
                 if s.draining { return nil }
@@ -199,7 +229,7 @@ final class LongPollDrain: Sendable {
             Task { [self] in
                 let result: Result<Int64?, any Error>
                 do {
-                    result = .success(try await store.waitForRevision(above: above, timeout: timeout))
+                    result = .success(try await waiting())
                 } catch {
                     result = .failure(error)
                 }

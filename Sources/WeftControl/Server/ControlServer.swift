@@ -211,9 +211,11 @@ public final class ControlServer: Sendable {
         do {
             try await serviceGroup.run()
         } catch {
+            api.stop()
             await closeStore()
             throw error
         }
+        api.stop()
         await closeStore()
     }
 
