@@ -89,6 +89,9 @@ public final class EtcdStore: ResourceStore {
         // A refused connection must fail at once so the next endpoint is tried.
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.redirectConfiguration = .disallow
+        // Every report and poll of a thousand agents ends in etcd requests; the
+        // default 8 connections per member queued them past their deadline.
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 128
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }()
 
