@@ -186,7 +186,7 @@ struct ReplicaTests {
 }
 
 /// Its own cluster: a member is killed.
-@Suite("Replica failover on etcd", .etcdCluster)
+@Suite("Replica failover on etcd", .dedicatedEtcdCluster)
 struct ReplicaFailoverTests {
     @Test func killingAnEtcdMemberAndAReplicaLosesNoAcknowledgedChange() async throws {
         let cluster = try EtcdClusterTrait.required()

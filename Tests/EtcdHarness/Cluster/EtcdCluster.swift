@@ -10,7 +10,9 @@ import Glibc
 /// A throwaway etcd cluster on loopback: `members` etcd processes (Debian's
 /// `etcd-server`, found on PATH) with free ports and their own temporary data
 /// dirs. ``stop()`` kills every member and removes the dirs; call it however
-/// the work using the cluster ended.
+/// the work using the cluster ended. Each member runs under a small shell
+/// that kills it when this process is gone, so a crashed test run leaves no
+/// etcd behind.
 public final class EtcdCluster: Sendable {
     public struct Member: Sendable {
         public let name: String
@@ -38,7 +40,10 @@ public final class EtcdCluster: Sendable {
     /// Starts the members and waits until the cluster has a leader and answers.
     /// - Parameter directory: where the data dirs go; /dev/shm when there is one
     ///   (tests: fsync to memory), or the system's temporary dir.
-    public static func start(members count: Int = 3, directory: String? = nil, log: Bool = false) async throws -> EtcdCluster {
+    /// - Parameter goMaxProcs: GOMAXPROCS for each member (tests: 1, so three
+    ///   members starting at once leave the machine's cores to the tests).
+    public static func start(members count: Int = 3, directory: String? = nil, log: Bool = false,
+                             goMaxProcs: Int? = nil) async throws -> EtcdCluster {
         let binary = try locate()
         let base = directory ?? (FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory())
         let root = base + "/weft-etcd-\(UUID().uuidString.prefix(8))"
@@ -53,8 +58,15 @@ public final class EtcdCluster: Sendable {
         do {
             for (i, m) in members.enumerated() {
                 let p = Process()
-                p.executableURL = URL(fileURLWithPath: binary)
-                p.arguments = [
+                p.executableURL = URL(fileURLWithPath: "/bin/sh")
+                let pidFile = root + "/\(m.name).pid"
+                // Start etcd, note its pid, and kill it once this process (or etcd) is gone.
+                let watchdog = "\"$@\" & child=$!; echo $child > \(pidFile); "
+                    + "while kill -0 \(getpid()) 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; kill -9 $child 2>/dev/null; wait"
+                var environment = ProcessInfo.processInfo.environment
+                if let goMaxProcs { environment["GOMAXPROCS"] = String(goMaxProcs) }
+                p.environment = environment
+                p.arguments = ["-c", watchdog, "weft-etcd-\(m.name)", binary,
                     "--name", m.name, "--data-dir", m.dataDirectory,
                     "--listen-client-urls", m.clientURL, "--advertise-client-urls", m.clientURL,
                     "--listen-peer-urls", m.peerURL, "--initial-advertise-peer-urls", m.peerURL,
@@ -67,6 +79,11 @@ public final class EtcdCluster: Sendable {
                 if !log { p.standardError = FileHandle.nullDevice }
                 try p.run()
                 cluster.processes.withLock { $0[i] = p }
+            }
+            for m in members {
+                while (try? String(contentsOfFile: root + "/\(m.name).pid", encoding: .utf8))?.hasSuffix("\n") != true {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
             }
             try await cluster.waitUntilServing(timeout: .seconds(30))
         } catch {
@@ -85,14 +102,15 @@ public final class EtcdCluster: Sendable {
     /// Kills one member at once (SIGKILL), as a crash would.
     public func kill(member index: Int) {
         let p = processes.withLock { $0.removeValue(forKey: index) }
-        guard let p, p.isRunning else { return }
-        Glibc.kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        guard let p else { return }
+        terminate(index, p)
     }
 
-    /// The member's process id, for reading its CPU and memory from /proc.
+    /// The etcd process id of a member, for reading its CPU and memory from /proc.
     public func pid(member index: Int) -> Int32? {
-        processes.withLock { $0[index]?.processIdentifier }
+        guard processes.withLock({ $0[index] }) != nil,
+              let text = try? String(contentsOfFile: root + "/\(members[index].name).pid", encoding: .utf8) else { return nil }
+        return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
     /// Kills every member and removes the data dirs.
@@ -101,11 +119,17 @@ public final class EtcdCluster: Sendable {
             defer { p = [:] }
             return p
         }
-        for p in all.values where p.isRunning {
-            Glibc.kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-        }
+        for (i, p) in all { terminate(i, p) }
         try? FileManager.default.removeItem(atPath: root)
+    }
+
+    private func terminate(_ index: Int, _ shell: Process) {
+        if let text = try? String(contentsOfFile: root + "/\(members[index].name).pid", encoding: .utf8),
+           let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            Glibc.kill(pid, SIGKILL)
+        }
+        if shell.isRunning { Glibc.kill(shell.processIdentifier, SIGKILL) }
+        shell.waitUntilExit()
     }
 
     /// Until a write (a txn reading nothing needs a leader too) succeeds through every live member.
