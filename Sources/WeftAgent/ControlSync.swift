@@ -74,11 +74,11 @@ struct ControlSync {
                 }
                 // With replicas, the next try goes to the next one; the version
                 // applied is a store revision, valid on every replica.
-                if let c = client, replicas.count > 1 {
-                    try? await c.shutdown()
+                if replicas.count > 1 {
+                    if let c = client { try? await c.shutdown() }
                     client = nil
+                    replicas.advance()
                 }
-                if replicas.count > 1 { replicas.advance() }
                 attempt += 1
                 do { try await Task.sleep(for: schedule.retryDelay(attempt: attempt)) } catch { return }
             }
