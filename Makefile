@@ -2,12 +2,13 @@
 #
 #   make demo [DURATION=N]   set up a throwaway node (netns + cgroups) and watch capture work
 #   make test [TEST_ARGS=…]  every test (unit and integration; integration tests need root)
-#   make bench [QUICK=1]     the cost of capture: direct vs captured, one run
+#   make bench [QUICK=1]     the cost of capture (direct vs captured), then two node proxies with
+#                            mTLS between them, Weft against Envoy (bench-capture, bench-hbone)
 #   make build | deps | clean
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
-.PHONY: deps pydeps build build-release test demo bench clean
+.PHONY: deps pydeps build build-release test demo bench bench-capture bench-hbone clean
 
 # The Swift toolchain of this machine kind lives in /opt/swift; use it when
 # `swift` is not already on PATH.
@@ -20,7 +21,7 @@ DURATION ?=
 # and the benchmark need. nginx is accepted in any flavour; nginx-light is
 # installed when none is.
 DEB_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libssl-dev libsqlite3-dev pkg-config iproute2 bpftool \
-                util-linux procps python3 wrk curl tcpdump
+                util-linux procps python3 wrk curl tcpdump iperf3
 NGINX_FLAVOURS := nginx-light nginx nginx-core nginx-full nginx-extras
 
 deps:
@@ -65,8 +66,14 @@ test: deps pydeps
 demo: build
 	DURATION="$(DURATION)" bash Tests/demo/demo.sh
 
-bench: build-release
+bench: bench-capture bench-hbone
+
+bench-capture: build-release
 	bash Benchmarks/capture/run.sh
 
+# weft-control and weftctl only set the mesh up: their debug builds are enough.
+bench-hbone: build-release build pydeps
+	python3 Benchmarks/hbone/bench.py
+
 clean:
-	rm -rf .build Benchmarks/capture/results/runs
+	rm -rf .build Benchmarks/capture/results/runs Benchmarks/hbone/results/runs

@@ -223,3 +223,13 @@ int weft_is_cgroup2(const char *path)
 		return -errno;
 	return st.f_type == CGROUP2_SUPER_MAGIC;
 }
+
+int weft_affinity_cpu_count(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return 1;
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}

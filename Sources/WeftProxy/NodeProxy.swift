@@ -51,7 +51,7 @@ public final class NodeProxy: Sendable {
     private let inboundServer = Mutex<InboundTunnelServer?>(nil)
 
     public init(config: ProxyConfiguration, resolver: any CapturedConnectionResolver, workloads: any WorkloadResolver,
-                threads: Int = System.coreCount, logger: Logger) {
+                threads: Int = Int(weft_affinity_cpu_count()), logger: Logger) {
         self.config = config
         self.resolver = resolver
         self.workloads = workloads

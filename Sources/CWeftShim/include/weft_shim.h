@@ -50,6 +50,11 @@ uint64_t weft_netns_cookie_of(int netns_fd, int home_fd);
 /* Setting SO_MARK needs CAP_NET_ADMIN. Returns 0 or -errno. */
 int weft_set_mark(int fd, uint32_t mark);
 
+/* CPUs this process may run on (sched_getaffinity), at least 1. A weftd
+ * pinned with taskset or systemd's CPUAffinity= runs that many event loops,
+ * not one per CPU of the machine. */
+int weft_affinity_cpu_count(void);
+
 /* 1 when path is on a bpffs mount, 0 when not, -errno on error. */
 int weft_is_bpffs(const char *path);
 /* 1 when path is on a cgroup2 mount. */

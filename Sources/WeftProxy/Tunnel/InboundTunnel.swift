@@ -91,6 +91,8 @@ final class InboundTunnelServer: Sendable {
         connection.initialSettings = HBONE.settings
         var streamConfiguration = NIOHTTP2Handler.StreamConfiguration()
         streamConfiguration.targetWindowSize = HBONE.windowSize
+        streamConfiguration.outboundBufferSizeHighWatermark = HBONE.outboundHighWatermark
+        streamConfiguration.outboundBufferSizeLowWatermark = HBONE.outboundLowWatermark
         _ = try sync.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connection, streamConfiguration: streamConfiguration
         ) { stream in

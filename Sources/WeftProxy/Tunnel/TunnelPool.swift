@@ -172,6 +172,8 @@ final class TunnelPool: Sendable {
                     connection.initialSettings = HBONE.settings
                     var stream = NIOHTTP2Handler.StreamConfiguration()
                     stream.targetWindowSize = HBONE.windowSize
+                    stream.outboundBufferSizeHighWatermark = HBONE.outboundHighWatermark
+                    stream.outboundBufferSizeLowWatermark = HBONE.outboundLowWatermark
                     let mux = try sync.configureHTTP2Pipeline(
                         mode: .client, connectionConfiguration: connection, streamConfiguration: stream,
                         inboundStreamInitializer: { $0.close() })
@@ -188,6 +190,11 @@ final class TunnelPool: Sendable {
 /// HBONE's HTTP/2 settings, shared by both ends.
 enum HBONE {
     static let windowSize = 4 << 20
+    /// Bytes NIOHTTP2 may hold for a connection before its streams report
+    /// unwritable (the relay then stops reading from the workload): the
+    /// default of 8 KiB throttles bulk transfers to a few frames in flight.
+    static let outboundHighWatermark = 1 << 20
+    static let outboundLowWatermark = 512 << 10
     static let settings: HTTP2Settings = [
         HTTP2Setting(parameter: .maxConcurrentStreams, value: 10_000),
         HTTP2Setting(parameter: .initialWindowSize, value: windowSize),
