@@ -21,7 +21,7 @@ DURATION ?=
 # and the benchmark need. nginx is accepted in any flavour; nginx-light is
 # installed when none is.
 DEB_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libssl-dev libsqlite3-dev pkg-config iproute2 bpftool \
-                util-linux procps python3 wrk curl tcpdump iperf3
+                util-linux procps python3 wrk curl tcpdump iperf3 dnsutils
 NGINX_FLAVOURS := nginx-light nginx nginx-core nginx-full nginx-extras
 
 deps:

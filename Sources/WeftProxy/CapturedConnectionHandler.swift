@@ -43,6 +43,19 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         channel.closeFuture.whenComplete { _ in stats.active.subtract(1, ordering: .relaxed) }
 
         let logger = proxy.logger
+        if original.port == 53, let dns = proxy.dns {
+            // DNS over TCP: answered here, like the UDP queries the kernel
+            // sends to the DNS server.
+            do {
+                let ops = context.pipeline.syncOperations
+                try ops.addHandlers([ByteToMessageHandler(DNSLengthFrameDecoder()), DNSTCPHandler(service: dns)])
+                ops.removeHandler(context: context, promise: nil)
+                channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
+            } catch {
+                Self.reset(channel)
+            }
+            return
+        }
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         let hops: [Hop]
         switch proxy.plan(original, source: workload) {

@@ -18,10 +18,14 @@ public struct ProxyConfiguration: Sendable, Hashable {
     /// HBONE: where this node accepts tunnels, and where it opens them on
     /// other nodes (every node of a mesh uses the same port, as in Istio).
     public var tunnelPort: Int
+    /// nil: workloads' DNS is not served by weftd.
+    public var dns: DNSSettings?
 
     public init(outboundPort: UInt16 = 15001, mark: UInt32 = 0x5746, connectTimeout: TimeAmount = .seconds(3),
-                idleTimeout: TimeAmount = .hours(1), backlog: Int32 = 4096, tunnelPort: Int = 15008) {
+                idleTimeout: TimeAmount = .hours(1), backlog: Int32 = 4096, tunnelPort: Int = 15008,
+                dns: DNSSettings? = nil) {
         self.outboundPort = outboundPort
+        self.dns = dns
         self.tunnelPort = tunnelPort
         self.mark = mark
         self.connectTimeout = connectTimeout
@@ -46,6 +50,8 @@ public final class NodeProxy: Sendable {
     let config: ProxyConfiguration
     let logger: Logger
     public let stats = ProxyStats()
+    /// The DNS server for meshed workloads, when enabled.
+    public let dns: DNSService?
     let pool: TunnelPool
     private let inboundContextCache = Mutex<(roots: Int, context: NIOSSLContext)?>(nil)
     private let inboundServer = Mutex<InboundTunnelServer?>(nil)
@@ -63,6 +69,8 @@ public final class NodeProxy: Sendable {
         self.blockingPool.start()
         self.pool = TunnelPool(credentials: credentials, mark: config.mark, connectTimeout: config.connectTimeout,
                                stats: stats, logger: logger)
+        let loop = group.next()
+        self.dns = config.dns.map { DNSService(settings: $0, loop: loop, mark: config.mark, logger: logger) }
     }
 
     /// Opens the HBONE listener (`tunnelPort`, all addresses of weftd's own
@@ -117,6 +125,11 @@ public final class NodeProxy: Sendable {
                 let channel = try await makeServerBootstrap(netns: netns).withBoundSocket(fd).get()
                 channels.append(channel)
                 addresses.append(family == AF_INET ? "127.0.0.1:\(config.outboundPort)" : "[::1]:\(config.outboundPort)")
+            }
+            if let dns {
+                let udp = try await dns.listen(in: netns, group: group)
+                channels += udp
+                addresses += udp.compactMap { $0.localAddress.map { "udp \($0.ipAddress ?? "?"):\($0.port ?? 0)" } }
             }
         } catch {
             for c in channels { try? await c.close() }

@@ -254,6 +254,7 @@ final class ControlPlane: @unchecked Sendable {
 func withControlNode(
     reconcileIntervalMs: Int = 200,
     startWeftd: Bool = true,
+    extraConfig: String = "",
     _ body: (TestNode, ControlPlane) async throws -> Void
 ) async throws {
     guard TestEnvironment.isRoot else {
@@ -293,7 +294,7 @@ func withControlNode(
               tokenFile: \(node.bootstrapTokenURL.path)
               stateDir: \(node.stateDir.path)
 
-            """
+            """ + extraConfig
         try node.rewriteConfig()
         if startWeftd {
             try node.startWeftd()

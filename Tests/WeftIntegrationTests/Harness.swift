@@ -413,6 +413,35 @@ final class TestNode: @unchecked Sendable {
         return child
     }
 
+    /// Any program in the node's netns, outside every workload cgroup, stopped at teardown.
+    func spawnTool(_ label: String, _ arguments: [String]) throws -> Spawned {
+        let child = try Spawned(label: label, arguments: ["nsenter", "--net=/run/netns/\(netns)"] + arguments,
+                                outputURL: dir.appendingPathComponent("\(label)-\(nextNumber()).log"))
+        children.append(child)
+        return child
+    }
+
+    /// Runs a command to completion inside `cgroup` (joined before it runs)
+    /// and the node's netns; with `resolvConf`, in a mount namespace of its
+    /// own where that file is /etc/resolv.conf.
+    func run(_ arguments: [String], in cgroup: String, resolvConf: String? = nil, timeout: Double = 20) async throws -> CommandResult {
+        var command = ["nsenter", "--net=/run/netns/\(netns)"] + arguments
+        if let resolvConf {
+            command = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                       #"mount --bind "$0" /etc/resolv.conf && exec "$@""#, resolvConf] + command
+        }
+        return await Command.runAsync(["/bin/sh", "-c", #"echo $$ > "$0/cgroup.procs" && exec "$@""#, cgroup] + command,
+                                      timeout: timeout)
+    }
+
+    /// A counter of /debug/capture's `dns` object (-1 when DNS is off).
+    func dnsCounter(_ name: String) async throws -> Int {
+        let state = try await capture()
+        guard let object = try JSONSerialization.jsonObject(with: Data(state.raw.utf8)) as? [String: Any],
+              let dns = object["dns"] as? [String: Any] else { return -1 }
+        return dns[name] as? Int ?? -1
+    }
+
     /// Runs netprobe.py to completion and returns its JSON lines.
     private func runPython(in cgroup: String?, netns: String?, _ arguments: [String], timeout: Double) async throws -> [String] {
         let child = try start(arguments[0], cgroup: cgroup, netns: netns, arguments)
@@ -524,6 +553,8 @@ final class TestNode: @unchecked Sendable {
             "cgroup_inet4_connect": "connect4", "cgroup_inet6_connect": "connect6",
             "cgroup_inet4_getpeername": "getpeername4", "cgroup_inet6_getpeername": "getpeername6",
             "cgroup_sock_ops": "sock_ops",
+            "cgroup_udp4_sendmsg": "sendmsg4", "cgroup_udp6_sendmsg": "sendmsg6",
+            "cgroup_udp4_recvmsg": "recvmsg4", "cgroup_udp6_recvmsg": "recvmsg6",
         ]
         return known[attachType] ?? attachType
     }

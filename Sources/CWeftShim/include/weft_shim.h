@@ -36,6 +36,10 @@ int weft_socket_in_netns(int netns_fd, int home_fd, int domain, int type);
  * then listens. Returns 0 or -errno. */
 int weft_bind_listen(int fd, int family, const uint8_t addr16[16], uint16_t port, int backlog);
 
+/* Binds a datagram socket (IPV6_V6ONLY for AF_INET6) and makes it
+ * non-blocking. Returns 0 or -errno. */
+int weft_bind_datagram(int fd, int family, const uint8_t addr16[16], uint16_t port);
+
 /* Connects fd to addr16:port, waiting at most timeout_ms. Leaves the socket
  * non-blocking. Returns 0 or -errno (ETIMEDOUT, ECONNREFUSED, ...). */
 int weft_connect_timeout(int fd, int family, const uint8_t addr16[16], uint16_t port, int timeout_ms);
