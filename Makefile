@@ -4,11 +4,14 @@
 #   make test [TEST_ARGS=…]  every test (unit and integration; integration tests need root)
 #   make bench [QUICK=1]     the cost of capture (direct vs captured), then two node proxies with
 #                            mTLS between them, Weft against Envoy (bench-capture, bench-hbone)
+#   make install [PREFIX=/usr/local DESTDIR=…]   binaries, systemd units, /etc/weft, completion, docs
+#   make uninstall           the same files, and every eBPF program and pin Weft made
 #   make build | deps | clean
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
-.PHONY: deps pydeps build build-release test demo bench bench-capture bench-hbone clean
+.PHONY: deps pydeps build build-release build-release-all test demo bench bench-capture bench-hbone \
+        install install-files uninstall clean
 
 # The Swift toolchain of this machine kind lives in /opt/swift; use it when
 # `swift` is not already on PATH.
@@ -74,6 +77,76 @@ bench-capture: build-release
 # weft-control and weftctl only set the mesh up: their debug builds are enough.
 bench-hbone: build-release build pydeps
 	python3 Benchmarks/hbone/bench.py
+
+# --- install ----------------------------------------------------------------------------------------
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+BINDIR := $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR := $(PREFIX)/share/doc/weft
+BUILD_DIR ?= .build/release
+BPF_ROOT ?= /sys/fs/bpf/weft
+UNITS := weftd.service weft-control.service weft.slice
+
+build-release-all: deps
+	$(SWIFT) build -c release
+
+install: build-release-all
+	$(MAKE) install-files
+
+# Copies what is built in BUILD_DIR; the units name the installed paths.
+install-files:
+	@set -euo pipefail; \
+	for b in weftd weftctl weft-control; do [ -x "$(BUILD_DIR)/$$b" ] || { echo "install: $(BUILD_DIR)/$$b not built (make install builds it)" >&2; exit 1; }; done; \
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(SYSCONFDIR)/weft" "$(DESTDIR)$(DOCDIR)/examples" \
+	    "$(DESTDIR)$(PREFIX)/share/bash-completion/completions" "$(DESTDIR)$(PREFIX)/share/zsh/site-functions" \
+	    "$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d"; \
+	install -m 0755 "$(BUILD_DIR)/weftd" "$(BUILD_DIR)/weftctl" "$(BUILD_DIR)/weft-control" "$(DESTDIR)$(BINDIR)/"; \
+	for u in $(UNITS); do \
+	    sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/weft|$(DOCDIR)|g' -e 's|/etc/weft/|$(SYSCONFDIR)/weft/|g' \
+	        "systemd/$$u" > "$(DESTDIR)$(UNITDIR)/$$u"; chmod 0644 "$(DESTDIR)$(UNITDIR)/$$u"; \
+	done; \
+	install -m 0644 systemd/weft-shop.slice "$(DESTDIR)$(DOCDIR)/examples/"; \
+	install -m 0644 docs/*.md docs/openapi.yaml "$(DESTDIR)$(DOCDIR)/"; \
+	"$(BUILD_DIR)/weftctl" completion bash > "$(DESTDIR)$(PREFIX)/share/bash-completion/completions/weftctl"; \
+	"$(BUILD_DIR)/weftctl" completion zsh > "$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_weftctl"; \
+	"$(BUILD_DIR)/weftctl" completion fish > "$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/weftctl.fish"; \
+	cfg="$(DESTDIR)$(SYSCONFDIR)/weft/weftd.yaml"; \
+	if [ ! -e "$$cfg" ]; then \
+	    node=$$(hostname -s 2>/dev/null | tr 'A-Z_.' 'a-z--' | cut -c1-63); [ -n "$$node" ] || node=node; \
+	    printf '%s\n' "# weftd's configuration: every key is described in $(DOCDIR)/weftd.md" \
+	        "node: $$node" "namespaces: []" \
+	        "# To run from weft-control instead, replace namespaces with:" "# control:" \
+	        "#   server: https://CONTROL:15443" "#   caFile: $(SYSCONFDIR)/weft/ca.crt" \
+	        "#   tokenFile: $(SYSCONFDIR)/weft/join.token" "#   stateDir: /var/lib/weft" > "$$cfg"; \
+	    chmod 0644 "$$cfg"; cp "$$cfg" "$(DESTDIR)$(DOCDIR)/examples/weftd.yaml.installed"; \
+	fi; \
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	echo "installed weftd, weftctl and weft-control in $(DESTDIR)$(BINDIR), units in $(DESTDIR)$(UNITDIR)"
+
+# Stops nothing that is not Weft's: detaches and unpins every node under BPF_ROOT (weftd cleanup),
+# then removes the installed files. A weftd.yaml that was edited after install is kept.
+uninstall:
+	@set -uo pipefail; \
+	weftd="$(DESTDIR)$(BINDIR)/weftd"; \
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now weftd.service weft-control.service 2>/dev/null; fi; \
+	if [ -x "$$weftd" ] && [ -d "$(BPF_ROOT)" ]; then \
+	    for d in "$(BPF_ROOT)"/*/; do [ -d "$$d" ] || continue; \
+	        "$$weftd" cleanup --node "$$(basename "$$d")" --bpf-root "$(BPF_ROOT)" || exit 1; done; \
+	    rmdir "$(BPF_ROOT)" 2>/dev/null || true; \
+	fi; \
+	rm -f "$(DESTDIR)$(BINDIR)/weftd" "$(DESTDIR)$(BINDIR)/weftctl" "$(DESTDIR)$(BINDIR)/weft-control"; \
+	for u in $(UNITS); do rm -f "$(DESTDIR)$(UNITDIR)/$$u"; done; \
+	rm -f "$(DESTDIR)$(PREFIX)/share/bash-completion/completions/weftctl" "$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_weftctl" \
+	    "$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/weftctl.fish"; \
+	cfg="$(DESTDIR)$(SYSCONFDIR)/weft/weftd.yaml"; \
+	if [ -e "$$cfg" ] && cmp -s "$$cfg" "$(DESTDIR)$(DOCDIR)/examples/weftd.yaml.installed"; then rm -f "$$cfg"; \
+	elif [ -e "$$cfg" ]; then echo "uninstall: kept $$cfg (edited since install)"; fi; \
+	rmdir "$(DESTDIR)$(SYSCONFDIR)/weft" 2>/dev/null; \
+	rm -rf "$(DESTDIR)$(DOCDIR)"; \
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	echo "uninstalled Weft from $(DESTDIR)$(PREFIX)"
 
 clean:
 	rm -rf .build Benchmarks/capture/results/runs Benchmarks/hbone/results/runs

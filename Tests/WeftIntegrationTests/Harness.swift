@@ -87,6 +87,7 @@ func withTestNode(
     namespaces: [MeshNamespace],
     excludePorts: [Int] = [],
     reconcileIntervalMs: Int = 200,
+    configure: (TestNode) throws -> Void = { _ in },
     _ body: (TestNode) async throws -> Void
 ) async throws {
     guard TestEnvironment.isRoot else {
@@ -102,6 +103,7 @@ func withTestNode(
     var thrown: (any Error)?
     defer { node.teardown(printLogs: thrown != nil || FailureTracker.shared.count > failuresBefore) }
     do {
+        try configure(node)
         try node.setUp()
         try node.startWeftd()
         try await node.waitReady()
@@ -199,7 +201,12 @@ final class TestNode: @unchecked Sendable {
         self.reconcileIntervalMs = reconcileIntervalMs
     }
 
-    var pinDir: String { "\(TestEnvironment.bpfRoot)/\(name)" }
+    /// Where weftd pins (its `bpfRoot`); the node's pins are in `<bpfRoot>/<name>`.
+    var bpfRoot = TestEnvironment.bpfRoot
+    /// The weftd binary this node runs (an installed copy, in the install test).
+    var weftdBinary = TestEnvironment.weftd
+
+    var pinDir: String { "\(bpfRoot)/\(name)" }
 
     private func nextNumber() -> Int {
         counter += 1
@@ -255,7 +262,7 @@ final class TestNode: @unchecked Sendable {
         var yaml = """
             node: \(name)
             cgroupRoot: \(cgroupRoot)
-            bpfRoot: \(TestEnvironment.bpfRoot)
+            bpfRoot: \(bpfRoot)
             reconcileIntervalMs: \(reconcileIntervalMs)
             admin:
               address: 127.0.0.1:15021
@@ -299,7 +306,7 @@ final class TestNode: @unchecked Sendable {
         // hide the cgroup2 and bpf mounts from weftd.
         weftd = try Spawned(
             label: "weftd",
-            arguments: ["nsenter", "--net=/run/netns/\(netns)", TestEnvironment.weftd,
+            arguments: ["nsenter", "--net=/run/netns/\(netns)", weftdBinary,
                         "--config", configURL.path, "--log-level", level],
             outputURL: logURL, append: true)
     }
@@ -579,7 +586,7 @@ final class TestNode: @unchecked Sendable {
         }
 
         if FileManager.default.isExecutableFile(atPath: TestEnvironment.weftd) {
-            let cleanup = Command.run([TestEnvironment.weftd, "cleanup", "--node", name, "--bpf-root", TestEnvironment.bpfRoot],
+            let cleanup = Command.run([TestEnvironment.weftd, "cleanup", "--node", name, "--bpf-root", bpfRoot],
                                       timeout: 30)
             if !cleanup.succeeded {
                 Issue.record("weftd cleanup failed: \(cleanup)")
