@@ -114,7 +114,8 @@ let package = Package(
         .target(
             name: "WeftProxy",
             dependencies: [
-                "WeftCore", "CWeftShim", "WeftIdentity",
+                "WeftCore", "CWeftShim", "WeftIdentity", "WeftHTTP",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -261,6 +261,7 @@ public actor NodeAgent: Service {
         proxy?.services.replace(ServiceTable(snapshot: s))
         proxy?.mesh.replace(MeshDirectory(snapshot: s))
         proxy?.dns?.replace(s)
+        proxy?.httpRoutes.replace(s)
         snapshot = s
         // Certificates of workloads that left this node (or the mesh) are dropped.
         let wanted = Set(workloadIdentities().map(\.1))

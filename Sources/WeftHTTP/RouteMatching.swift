@@ -185,3 +185,19 @@ public struct CompiledRoutes: Sendable {
         return rule.backendRefs.last { $0.weight > 0 }
     }
 }
+
+extension RouteSource {
+    /// The HTTPRoutes of a node snapshot. A route whose spec does not decode
+    /// (written by a newer control plane, say) is left out, not guessed at.
+    public static func all(in snapshot: NodeSnapshot) -> [RouteSource] {
+        (snapshot.routes ?? []).compactMap { r in
+            let document: JSONValue = .object([
+                "apiVersion": .string(ResourceKind.gatewayAPIVersion), "kind": "HTTPRoute",
+                "metadata": .object(["name": .string(r.name), "namespace": .string(r.namespace)]),
+                "spec": r.spec,
+            ])
+            guard let resource = try? ResourceDocument.decode(document), case .httpRoute(let spec) = resource.spec else { return nil }
+            return RouteSource(namespace: r.namespace, name: r.name, creationTimestamp: r.creationTimestamp ?? "", spec: spec)
+        }
+    }
+}

@@ -45,6 +45,8 @@ public final class NodeProxy: Sendable {
     public let services = ServiceDirectory()
     /// Every workload of the mesh: decides local, tunnelled or plain.
     public let mesh = MeshTable()
+    /// Service ports routed at L7 (an HTTPRoute attaches to them).
+    public let httpRoutes = HTTPRouteTable()
     /// This node's workload certificates and the mesh's trust bundle.
     public let credentials = TunnelCredentials()
     let config: ProxyConfiguration

@@ -159,6 +159,8 @@ import Testing
         try await Task.sleep(for: .milliseconds(50))
         watcher.cancel()
         #expect(try await watcher.value == 0)
-        #expect(ContinuousClock.now - start < .seconds(5))
+        // Far below the 30 s the watch would otherwise wait; generous, because
+        // other suites run at the same time on a 2-core machine.
+        #expect(ContinuousClock.now - start < .seconds(15))
     }
 }
