@@ -1,6 +1,6 @@
 # Weft: build, test, demo and benchmark on a Debian (12) node, as root.
 #
-#   make demo [DURATION=N]   set up a throwaway node (netns + cgroups) and watch capture work
+#   make demo [DURATION=N]   a throwaway two-node mesh with a canary over mTLS, in the foreground
 #   make test [TEST_ARGS=…]  every test (unit and integration; integration tests need root)
 #   make bench [QUICK=1]     the cost of capture (direct vs captured), then two node proxies with
 #                            mTLS between them, Weft against Envoy (bench-capture, bench-hbone)
@@ -74,7 +74,7 @@ test: deps pydeps
 	fi
 
 demo: build
-	DURATION="$(DURATION)" bash Tests/demo/demo.sh
+	DURATION="$(DURATION)" python3 Tests/demo/demo.py
 
 bench: bench-capture bench-hbone
 

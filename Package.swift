@@ -116,6 +116,7 @@ let package = Package(
             dependencies: [
                 "WeftCore", "CWeftShim", "WeftIdentity", "WeftHTTP",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -228,8 +228,15 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-            exchange.upstream?.close(promise: nil)
-            exchange.upstream = nil
+            if let upstream = exchange.upstream {
+                // Done with this upstream: end our side (END_STREAM on an HBONE
+                // stream, FIN on TCP) and let the peer end its own, so the
+                // stream finishes cleanly instead of being reset; close it
+                // anyway if the peer does not.
+                exchange.upstream = nil
+                upstream.close(mode: .output, promise: nil)
+                upstream.eventLoop.scheduleTask(in: .seconds(5)) { upstream.close(promise: nil) }
+            }
             finish(exchange)
         }
     }

@@ -5,6 +5,7 @@ import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Synchronization
 import WeftCore
 
@@ -102,6 +103,20 @@ final class InboundTunnelServer: Sendable {
                     InboundStreamHandler(proxy: proxy, netns: netns, peer: peer))
             }
         }
+        try sync.addHandler(WindowOpener())
+    }
+}
+
+/// Grants the client a large connection window once the connection is up.
+final class WindowOpener: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls {
+            HBONE.openConnectionWindow(context.channel)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }
 

@@ -179,6 +179,7 @@ final class TunnelPool: Sendable {
                         inboundStreamInitializer: { $0.close() })
                     let lifecycle = TunnelLifecycle(idleTimeout: HBONE.idleTunnelTimeout)
                     try sync.addHandler(lifecycle)
+                    HBONE.openConnectionWindow(channel)
                     stats.tunnelsOpened.add(1, ordering: .relaxed)
                     return Tunnel(channel: channel, multiplexer: mux,
                                   lifecycle: NIOLoopBound(lifecycle, eventLoop: channel.eventLoop))
@@ -194,6 +195,16 @@ enum HBONE {
     /// unwritable (the relay then stops reading from the workload): the
     /// default of 8 KiB throttles bulk transfers to a few frames in flight.
     static let outboundHighWatermark = 1 << 20
+    /// The connection-level receive window each end grants at once (HTTP/2
+    /// starts every connection at 64 KiB; Envoy grants 1 MiB and more): all
+    /// streams of a tunnel share it.
+    static let connectionWindow = 16 << 20
+
+    /// Raises the connection's receive window from HTTP/2's 64 KiB.
+    static func openConnectionWindow(_ channel: any Channel) {
+        let frame = HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionWindow - 65_535))
+        channel.writeAndFlush(frame, promise: nil)
+    }
     static let outboundLowWatermark = 512 << 10
     static let settings: HTTP2Settings = [
         HTTP2Setting(parameter: .maxConcurrentStreams, value: 10_000),
