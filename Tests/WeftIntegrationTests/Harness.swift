@@ -34,6 +34,15 @@ enum TestEnvironment {
 
     static let bpfRoot = "/sys/fs/bpf/weft"
 
+    static func requireRoot() throws {
+        guard isRoot else {
+            throw HarnessError("""
+                Weft's integration tests must run as root: they create network namespaces, cgroups \
+                and eBPF links. Run them as root, or set WEFT_SKIP_PRIVILEGED=1 to skip them.
+                """)
+        }
+    }
+
     /// The first cgroup2 mount in /proc/self/mountinfo.
     static let cgroup2Mount: String? = {
         guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
@@ -90,12 +99,7 @@ func withTestNode(
     configure: (TestNode) throws -> Void = { _ in },
     _ body: (TestNode) async throws -> Void
 ) async throws {
-    guard TestEnvironment.isRoot else {
-        throw HarnessError("""
-            Weft's integration tests must run as root: they create network namespaces, cgroups \
-            and eBPF links. Run them as root, or set WEFT_SKIP_PRIVILEGED=1 to skip them.
-            """)
-    }
+    try TestEnvironment.requireRoot()
     await NodeGate.shared.acquire()
     defer { NodeGate.shared.release() }
     let failuresBefore = FailureTracker.shared.count

@@ -88,14 +88,8 @@ final class InboundTunnelServer: Sendable {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(tls)
         try sync.addHandler(HandshakeFailureCounter(stats: stats, logger: proxy.logger, remote: remote))
-        var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = HBONE.settings
-        var streamConfiguration = NIOHTTP2Handler.StreamConfiguration()
-        streamConfiguration.targetWindowSize = HBONE.windowSize
-        streamConfiguration.outboundBufferSizeHighWatermark = HBONE.outboundHighWatermark
-        streamConfiguration.outboundBufferSizeLowWatermark = HBONE.outboundLowWatermark
         _ = try sync.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: streamConfiguration
+            mode: .server, connectionConfiguration: HBONE.connection, streamConfiguration: HBONE.stream
         ) { stream in
             // Bytes after the CONNECT wait in the stream until the relay is in place.
             stream.setOption(.autoRead, value: false).flatMapThrowing {

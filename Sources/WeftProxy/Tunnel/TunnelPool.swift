@@ -168,14 +168,8 @@ final class TunnelPool: Sendable {
             .flatMap { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    var connection = NIOHTTP2Handler.ConnectionConfiguration()
-                    connection.initialSettings = HBONE.settings
-                    var stream = NIOHTTP2Handler.StreamConfiguration()
-                    stream.targetWindowSize = HBONE.windowSize
-                    stream.outboundBufferSizeHighWatermark = HBONE.outboundHighWatermark
-                    stream.outboundBufferSizeLowWatermark = HBONE.outboundLowWatermark
                     let mux = try sync.configureHTTP2Pipeline(
-                        mode: .client, connectionConfiguration: connection, streamConfiguration: stream,
+                        mode: .client, connectionConfiguration: HBONE.connection, streamConfiguration: HBONE.stream,
                         inboundStreamInitializer: { $0.close() })
                     let lifecycle = TunnelLifecycle(idleTimeout: HBONE.idleTunnelTimeout)
                     try sync.addHandler(lifecycle)
@@ -199,6 +193,20 @@ enum HBONE {
     /// starts every connection at 64 KiB; Envoy grants 1 MiB and more): all
     /// streams of a tunnel share it.
     static let connectionWindow = 16 << 20
+
+    static var connection: NIOHTTP2Handler.ConnectionConfiguration {
+        var c = NIOHTTP2Handler.ConnectionConfiguration()
+        c.initialSettings = settings
+        return c
+    }
+
+    static var stream: NIOHTTP2Handler.StreamConfiguration {
+        var s = NIOHTTP2Handler.StreamConfiguration()
+        s.targetWindowSize = windowSize
+        s.outboundBufferSizeHighWatermark = outboundHighWatermark
+        s.outboundBufferSizeLowWatermark = outboundLowWatermark
+        return s
+    }
 
     /// Raises the connection's receive window from HTTP/2's 64 KiB.
     static func openConnectionWindow(_ channel: any Channel) {
