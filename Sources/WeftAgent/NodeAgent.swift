@@ -316,7 +316,7 @@ public actor NodeAgent: Service {
                 reason: w.captured ? nil : (config.namespaces.first { $0.name.rawValue == w.namespace }?.mesh == true
                     ? "capture hooks missing on the cgroup: \(Set(CaptureHook.allCases.map(\.rawValue)).subtracting(w.hooks).sorted())"
                     : "namespace mesh disabled"),
-                netns: w.netns)
+                netns: w.netns, hooksAttached: w.hooks.count, hooksExpected: CaptureHook.allCases.count, lastRepair: w.lastRepair)
         }
         let certs = certificates.values.map {
             NodeStatus.CertificateState(spiffeID: $0.spiffeID.uri, notAfter: iso.string(from: $0.certificate.notValidAfter))

@@ -62,6 +62,7 @@ struct MeshStatus: Decodable, CustomStringConvertible {
         var node: String?
         var captured: Bool?
         var reason: String?
+        var hooks: String?
     }
 
     var revision: Int64

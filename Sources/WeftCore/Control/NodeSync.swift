@@ -157,13 +157,24 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         /// Why not captured, when not.
         public var reason: String?
         public var netns: String
-        public init(namespace: String, name: String, cgroup: String, captured: Bool, reason: String?, netns: String) {
+        /// Capture programs effective on the cgroup (the kernel's word), and
+        /// how many a captured workload has. Absent from older weftds.
+        public var hooksAttached: Int?
+        public var hooksExpected: Int?
+        /// When weftd last re-attached missing capture (RFC 3339).
+        public var lastRepair: String?
+
+        public init(namespace: String, name: String, cgroup: String, captured: Bool, reason: String?, netns: String,
+                    hooksAttached: Int? = nil, hooksExpected: Int? = nil, lastRepair: String? = nil) {
             self.namespace = namespace
             self.name = name
             self.cgroup = cgroup
             self.captured = captured
             self.reason = reason
             self.netns = netns
+            self.hooksAttached = hooksAttached
+            self.hooksExpected = hooksExpected
+            self.lastRepair = lastRepair
         }
     }
 
