@@ -37,6 +37,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "WeftCore", swiftSettings: swiftSettings),
+        // HTTP handling that must be exact and fuzzable: path normalisation,
+        // header validation, HTTPRoute matching. No I/O.
+        .target(name: "WeftHTTP", dependencies: ["WeftCore"], swiftSettings: swiftSettings),
         .target(
             name: "WeftIdentity",
             dependencies: [
@@ -116,7 +119,9 @@ let package = Package(
         .target(
             name: "WeftProxy",
             dependencies: [
-                "WeftCore", "CWeftShim", "WeftIdentity",
+                "WeftCore", "CWeftShim", "WeftIdentity", "WeftHTTP",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -161,6 +166,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "WeftCoreTests", dependencies: ["WeftCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "WeftHTTPTests", dependencies: ["WeftHTTP", "WeftCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WeftBPFTests", dependencies: ["WeftBPF", "CWeftShim"], swiftSettings: swiftSettings),
         .testTarget(
             name: "WeftIdentityTests",

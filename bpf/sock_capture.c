@@ -4,7 +4,8 @@
  * cgroup (v2). connect() is rewritten to the node proxy's outbound listener on
  * loopback and the original destination is recorded; sockops links the
  * established 4-tuple to that record so the proxy can find it on accept();
- * getpeername() gives the application back the address it dialled.
+ * getpeername() gives the application back the address it dialled. UDP to
+ * port 53 goes to weftd's DNS server instead (lib/dns.h).
  *
  * Loopback is the right target in every network namespace: a workload in its
  * own netns (a container, a pod) reaches the listener weftd opened inside that
@@ -14,6 +15,7 @@
 #include "lib/maps.h"
 #include "lib/addr.h"
 #include "lib/capture.h"
+#include "lib/dns.h"
 
 char _license[] SEC("license") = "Dual BSD/GPL";
 
@@ -34,7 +36,9 @@ int weft_sock4_connect(struct bpf_sock_addr *ctx)
 	__u16 dst_port = bpf_ntohs((__u16)ctx->user_port);
 	__u8 addr[16];
 
-	/* UDP is left to the DNS hooks; raw sockets are not proxied. */
+	/* UDP: only DNS is captured; raw sockets are not proxied. */
+	if (ctx->type == SOCK_DGRAM)
+		return dns_redirect4(ctx);
 	if (ctx->type != SOCK_STREAM)
 		return SYS_PROCEED;
 	cfg = capture_config();
@@ -65,6 +69,8 @@ int weft_sock6_connect(struct bpf_sock_addr *ctx)
 	__u8 addr[16];
 	int mapped;
 
+	if (ctx->type == SOCK_DGRAM)
+		return dns_redirect6(ctx);
 	if (ctx->type != SOCK_STREAM)
 		return SYS_PROCEED;
 	cfg = capture_config();
@@ -96,19 +102,52 @@ int weft_sock6_connect(struct bpf_sock_addr *ctx)
 	addr_from_v6(addr, ip6);
 	if (capture_record(ctx, addr, dst_port, AF_INET6))
 		return SYS_REJECT;
-	if (mapped) {
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
-		ctx->user_ip6[3] = bpf_htonl(WEFT_PROXY_IP4);
-	} else {
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = 0;
-		ctx->user_ip6[3] = bpf_htonl(1);
-	}
-	ctx->user_port = bpf_htons(cfg->outbound_port);
+	redirect6_to_loopback(ctx, mapped, cfg->outbound_port);
 	return SYS_PROCEED;
+}
+
+/* Resolvers that address each datagram (sendto) rather than connect. */
+SEC("cgroup/sendmsg4")
+int weft_sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	return dns_redirect4(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int weft_sock6_sendmsg(struct bpf_sock_addr *ctx)
+{
+	return dns_redirect6(ctx);
+}
+
+/* Resolver libraries drop replies from an address they did not ask. */
+SEC("cgroup/recvmsg4")
+int weft_sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	const struct weft_orig_dst *orig = dns_reply_origin(ctx, bpf_ntohs((__u16)ctx->user_port));
+
+	if (orig && orig->family == AF_INET)
+		restore4(ctx, orig);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/recvmsg6")
+int weft_sock6_recvmsg(struct bpf_sock_addr *ctx)
+{
+	const struct weft_orig_dst *orig = dns_reply_origin(ctx, bpf_ntohs((__u16)ctx->user_port));
+
+	if (orig && orig->family == AF_INET6)
+		restore6(ctx, orig);
+	return SYS_PROCEED;
+}
+
+/* The record getpeername() restores: a captured TCP connection's, or a
+ * captured DNS socket's resolver. */
+static __always_inline struct weft_orig_dst *peer_record(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct weft_orig_dst *orig = bpf_map_lookup_elem(&WEFT_MAP_ORIG_DST, &cookie);
+
+	return orig ? orig : bpf_map_lookup_elem(&WEFT_MAP_DNS_ORIG, &cookie);
 }
 
 /* Applications that log or check their peer must see the address they dialled,
@@ -116,35 +155,20 @@ int weft_sock6_connect(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername4")
 int weft_sock4_getpeername(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct weft_orig_dst *orig = bpf_map_lookup_elem(&WEFT_MAP_ORIG_DST, &cookie);
+	struct weft_orig_dst *orig = peer_record(ctx);
 
-	if (orig && orig->family == AF_INET) {
-		__u32 ip4;
-
-		__builtin_memcpy(&ip4, &orig->addr[12], 4);
-		ctx->user_ip4 = ip4;
-		ctx->user_port = bpf_htons(orig->port);
-	}
+	if (orig && orig->family == AF_INET)
+		restore4(ctx, orig);
 	return SYS_PROCEED;
 }
 
 SEC("cgroup/getpeername6")
 int weft_sock6_getpeername(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct weft_orig_dst *orig = bpf_map_lookup_elem(&WEFT_MAP_ORIG_DST, &cookie);
+	struct weft_orig_dst *orig = peer_record(ctx);
 
-	if (orig && orig->family == AF_INET6) {
-		__u32 w[4];
-
-		__builtin_memcpy(w, orig->addr, 16);
-		ctx->user_ip6[0] = w[0];
-		ctx->user_ip6[1] = w[1];
-		ctx->user_ip6[2] = w[2];
-		ctx->user_ip6[3] = w[3];
-		ctx->user_port = bpf_htons(orig->port);
-	}
+	if (orig && orig->family == AF_INET6)
+		restore6(ctx, orig);
 	return SYS_PROCEED;
 }
 

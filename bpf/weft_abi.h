@@ -23,6 +23,7 @@
 #define WEFT_MAP_EXCL_PORTS    weft_excl_ports
 #define WEFT_MAP_EXCL_CIDR4    weft_excl_cidr4
 #define WEFT_MAP_EXCL_CIDR6    weft_excl_cidr6
+#define WEFT_MAP_DNS_ORIG      weft_dns_orig
 
 /* Sizes: LRU maps evict the oldest entry rather than refusing a new
  * connection, and entries are also deleted when the socket closes. */
@@ -30,6 +31,8 @@
 #define WEFT_TUPLE_MAX         65536
 #define WEFT_EXCL_PORTS_MAX    256
 #define WEFT_EXCL_CIDR_MAX     256
+/* UDP sockets have no close callback to clean up after: LRU only. */
+#define WEFT_DNS_ORIG_MAX      16384
 
 /* weft_config is an array with a single element at key 0. */
 struct weft_config {
@@ -37,13 +40,15 @@ struct weft_config {
 	__u32 proxy_mark;        /* SO_MARK carried by the node proxy's own sockets */
 	__u16 outbound_port;     /* node proxy outbound listener, on loopback */
 	__u16 flags;             /* WEFT_CFG_* */
-	__u32 _pad;
+	__u16 dns_port;          /* weftd's DNS server on loopback (UDP); 0: DNS not captured */
+	__u16 _pad;
 };
 
 #define WEFT_CFG_CAPTURE_IPV6  (1u << 0)
 
 /* What a captured connect() originally asked for, keyed by socket cookie
- * (weft_orig_dst) and, once established, by 4-tuple (weft_tuple). */
+ * (weft_orig_dst) and, once established, by 4-tuple (weft_tuple). A captured
+ * DNS socket's resolver is kept the same way in weft_dns_orig. */
 struct weft_orig_dst {
 	__u8  addr[16];          /* original destination, IPv4-mapped for IPv4 */
 	__u16 port;              /* original destination port */

@@ -11,7 +11,11 @@ processes used more than FOREIGN_MAX cores is redone once.
 Environment (set by run.sh): REPS, DUR, QUICK, CAPTURED_CG, DIRECT_CG, WEFTD_PID, NGINX_PID, ADMIN,
 RESULTS, RUN_DIR, STAMP, COMMIT; knobs CLOSE_CONNS, KA_CONNS, QUIET, MAX_WAIT, FOREIGN_MAX, NICE.
 """
-import json, os, platform, re, resource, signal, statistics, subprocess, sys, time, urllib.request
+import json, os, platform, resource, signal, subprocess, sys, time, urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+from benchlib import TCK, busy_cores, cpu_s, cpu_snap, med, parse_wrk, say, spread  # noqa: E402
+from benchlib import quiet_wait as _quiet_wait  # noqa: E402
 
 REPS = int(os.environ.get('REPS', '3'))
 DUR = int(os.environ.get('DUR', '10'))
@@ -28,7 +32,6 @@ ADMIN = os.environ.get('ADMIN')
 RESULTS = os.environ.get('RESULTS', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
 RUN_DIR = os.environ.get('RUN_DIR')
 URL = 'http://198.18.0.1:8080/'
-TCK = os.sysconf('SC_CLK_TCK')
 
 TESTS = [('close', c) for c in CLOSE_CONNS] + [('keep-alive', c) for c in KA_CONNS]
 TEST_TITLE = {'close': 'connect + first byte (Connection: close)', 'keep-alive': 'keep-alive requests'}
@@ -41,47 +44,8 @@ def _term(signum, frame):
 signal.signal(signal.SIGTERM, _term)
 
 
-def say(*a):
-    print(*a, flush=True)
-
-
-def cpu_s(pid):
-    f = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
-    return (int(f[11]) + int(f[12])) / TCK
-
-
-def cpu_snap():
-    """(total, idle) jiffies over all CPUs."""
-    for ln in open('/proc/stat'):
-        if ln.startswith('cpu '):
-            v = list(map(int, ln.split()[1:9]))
-            return sum(v), v[3] + v[4]
-
-
-def busy_cores(interval):
-    t0, i0 = cpu_snap()
-    time.sleep(interval)
-    t1, i1 = cpu_snap()
-    ncpu = os.cpu_count() or 1
-    return ((t1 - t0) - (i1 - i0)) / ((t1 - t0) or 1) * ncpu
-
-
 def quiet_wait():
-    """Wait (bounded) until less than QUIET cores are busy; returns (seconds waited, busy cores at start
-    of the run if the wait timed out, else None)."""
-    t0, warned = time.time(), False
-    while True:
-        b = busy_cores(1.0)
-        if b < QUIET:
-            return round(time.time() - t0, 1), None
-        if time.time() - t0 > MAX_WAIT:
-            say(f'  WARNING: machine still busy ({b:.2f} cores) after {MAX_WAIT:.0f} s; measuring anyway '
-                f'(load average {os.getloadavg()[0]:.2f})')
-            return round(time.time() - t0, 1), round(b, 2)
-        if not warned:
-            say(f'  machine busy ({b:.2f} cores); waiting up to {MAX_WAIT:.0f} s for it to be idle...')
-            warned = True
-        time.sleep(2)
+    return _quiet_wait(QUIET, MAX_WAIT)
 
 
 def capture_state():
@@ -100,26 +64,6 @@ def wrk_argv(path, test, conns, dur):
     if test == 'close':
         args += ['-H', 'Connection: close']
     return ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', CGROUPS[path]] + pin + args + [URL]
-
-
-UNIT = {'us': 1e-3, 'ms': 1.0, 's': 1e3}
-
-
-def ms(tok):
-    m = re.match(r'([\d.]+)(us|ms|s)$', tok)
-    return float(m.group(1)) * UNIT[m.group(2)]
-
-
-def parse_wrk(txt):
-    d = {'rps': float(re.search(r'Requests/sec:\s+([\d.]+)', txt).group(1)),
-         'requests': int(re.search(r'(\d+) requests in', txt).group(1))}
-    for pct in ('50', '99'):
-        d[f'p{pct}_ms'] = ms(re.search(rf'^\s+{pct}(?:\.0+)?%\s+(\S+)', txt, re.M).group(1))
-    m = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', txt)
-    d['sock_errors'] = sum(map(int, m.groups())) if m else 0
-    m = re.search(r'Non-2xx or 3xx responses: (\d+)', txt)
-    d['non2xx'] = int(m.group(1)) if m else 0
-    return d
 
 
 def run_once(path, test, conns, dur, raw=None):
@@ -182,14 +126,6 @@ def check(path, d, test, conns):
     if d['requests'] == 0:
         return 'no request completed'
     return None
-
-
-def med(xs):
-    return statistics.median(xs) if xs else float('nan')
-
-
-def spread(xs, fmt):
-    return f'{fmt.format(med(xs))} [{fmt.format(min(xs))}..{fmt.format(max(xs))}]' if xs else '-'
 
 
 def summarize(res):

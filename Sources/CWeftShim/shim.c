@@ -150,6 +150,21 @@ int weft_bind_listen(int fd, int family, const uint8_t addr16[16], uint16_t port
 	return 0;
 }
 
+int weft_bind_datagram(int fd, int family, const uint8_t addr16[16], uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = weft_sockaddr(family, addr16, port, &ss);
+	int one = 1;
+
+	if (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)))
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&ss, len))
+		return -errno;
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK))
+		return -errno;
+	return 0;
+}
+
 int weft_connect_timeout(int fd, int family, const uint8_t addr16[16], uint16_t port, int timeout_ms)
 {
 	struct sockaddr_storage ss;
@@ -222,4 +237,14 @@ int weft_is_cgroup2(const char *path)
 	if (statfs(path, &st))
 		return -errno;
 	return st.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+int weft_affinity_cpu_count(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return 1;
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
 }

@@ -23,6 +23,7 @@ public actor NodeAgent: Service {
         let report = Mutex<CaptureReport?>(nil)
         let reloadRequested = Atomic<Bool>(false)
         let stats = Mutex<ProxyStats?>(nil)
+        let dns = Mutex<DNSStats?>(nil)
     }
 
     private let shared = Shared()
@@ -63,6 +64,7 @@ public actor NodeAgent: Service {
                 guard var report = shared.report.withLock({ $0 }) else {
                     return (.serviceUnavailable, "text/plain", "starting\n")
                 }
+                if let dns = shared.dns.withLock({ $0 }) { report.dns = dns.snapshot() }
                 if let stats = shared.stats.withLock({ $0 }) {
                     report.proxy = stats.snapshot()
                     for i in report.workloads.indices {
@@ -125,10 +127,11 @@ public actor NodeAgent: Service {
             config: ProxyConfiguration(outboundPort: config.outboundPort, mark: config.proxyMark,
                                        connectTimeout: .milliseconds(Int64(config.connectTimeoutMs)),
                                        idleTimeout: .seconds(Int64(config.idleTimeoutSeconds)),
-                                       tunnelPort: config.tunnelPort),
+                                       tunnelPort: config.tunnelPort, dns: dnsSettings(config)),
             resolver: try dataplane.connectionTable(), workloads: directory, logger: logger)
         self.proxy = proxy
         shared.stats.withLock { $0 = proxy.stats }
+        shared.dns.withLock { $0 = proxy.dns?.stats }
         let node = try NetworkNamespace.node()
         nodeNetns = node
         listeners[node.inode] = try await proxy.listen(in: node)
@@ -183,7 +186,24 @@ public actor NodeAgent: Service {
     // MARK: configuration
 
     private func captureSettings(_ c: NodeConfig) -> CaptureSettings {
-        CaptureSettings(outboundPort: c.outboundPort, proxyMark: c.proxyMark, exclusions: c.exclusions)
+        CaptureSettings(outboundPort: c.outboundPort, proxyMark: c.proxyMark, exclusions: c.exclusions,
+                        dnsPort: c.dns.enabled ? c.dns.port : 0)
+    }
+
+    /// The DNS server's settings; upstreams default to the node's resolv.conf.
+    private func dnsSettings(_ c: NodeConfig) -> DNSSettings? {
+        guard c.dns.enabled else { return nil }
+        var upstreams = c.dns.upstreams
+        if upstreams.isEmpty {
+            let text = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
+            upstreams = NodeConfig.resolvConfNameservers(text)
+            if upstreams.isEmpty {
+                logger.warning("no nameserver in /etc/resolv.conf and no dns.upstreams: names outside the mesh get SERVFAIL")
+            }
+        }
+        let addresses = upstreams.compactMap { try? SocketAddress(ipAddress: $0.host, port: Int($0.port)) }
+        return DNSSettings(port: c.dns.port, clusterDomain: c.dns.clusterDomain, upstreams: addresses,
+                           timeout: .milliseconds(Int64(c.dns.timeoutMs)))
     }
 
     private static func modificationDate(_ path: String) -> Date? {
@@ -240,6 +260,8 @@ public actor NodeAgent: Service {
         config.workloads = desired.workloads
         proxy?.services.replace(ServiceTable(snapshot: s))
         proxy?.mesh.replace(MeshDirectory(snapshot: s))
+        proxy?.dns?.replace(s)
+        proxy?.httpRoutes.replace(s)
         snapshot = s
         // Certificates of workloads that left this node (or the mesh) are dropped.
         let wanted = Set(workloadIdentities().map(\.1))
@@ -294,7 +316,7 @@ public actor NodeAgent: Service {
                 reason: w.captured ? nil : (config.namespaces.first { $0.name.rawValue == w.namespace }?.mesh == true
                     ? "capture hooks missing on the cgroup: \(Set(CaptureHook.allCases.map(\.rawValue)).subtracting(w.hooks).sorted())"
                     : "namespace mesh disabled"),
-                netns: w.netns)
+                netns: w.netns, hooksAttached: w.hooks.count, hooksExpected: CaptureHook.allCases.count, lastRepair: w.lastRepair)
         }
         let certs = certificates.values.map {
             NodeStatus.CertificateState(spiffeID: $0.spiffeID.uri, notAfter: iso.string(from: $0.certificate.notValidAfter))

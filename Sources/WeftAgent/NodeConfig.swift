@@ -33,7 +33,24 @@ public struct NodeConfig: Sendable, Equatable {
         public var servers: [String] = []
     }
 
+    /// weftd's DNS server for meshed workloads.
+    public struct DNS: Sendable, Equatable {
+        public var enabled = true
+        public var port: UInt16 = 15053
+        public var clusterDomain = "cluster.local"
+        /// `ip` or `ip:port` / `[ipv6]:port`; empty: the nameservers of /etc/resolv.conf.
+        public var upstreams: [(host: String, port: UInt16)] = []
+        public var timeoutMs = 2000
+
+        public static func == (a: DNS, b: DNS) -> Bool {
+            a.enabled == b.enabled && a.port == b.port && a.clusterDomain == b.clusterDomain
+                && a.upstreams.map(\.host) == b.upstreams.map(\.host) && a.upstreams.map(\.port) == b.upstreams.map(\.port)
+                && a.timeoutMs == b.timeoutMs
+        }
+    }
+
     public var node: String
+    public var dns = DNS()
     /// nil: namespaces and workloads come from this file.
     public var control: Control?
     /// nil: the cgroup2 mount point.
@@ -54,6 +71,30 @@ public struct NodeConfig: Sendable, Equatable {
 
     public static let defaultPath = "/etc/weft/weftd.yaml"
     public static let defaultExcludedCIDRs = ["127.0.0.0/8", "::1/128"]
+
+    /// `ip`, `ip:port` or `[ipv6]:port`.
+    static func hostPort(_ text: String, defaultPort: UInt16) -> (host: String, port: UInt16)? {
+        if let ip = IPAddress(text) { return (ip.description, defaultPort) }
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port != 0 else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") {
+            guard host.hasSuffix("]") else { return nil }
+            host = String(host.dropFirst().dropLast())
+        } else if host.contains(":") {
+            return nil
+        }
+        guard let ip = IPAddress(host) else { return nil }
+        return (ip.description, port)
+    }
+
+    /// The nameservers of a resolv.conf, each on port 53.
+    public static func resolvConfNameservers(_ text: String) -> [(host: String, port: UInt16)] {
+        text.split(separator: "\n").compactMap { line in
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count >= 2, fields[0] == "nameserver", let ip = IPAddress(String(fields[1])) else { return nil }
+            return (ip.description, 53)
+        }
+    }
 
     public static func load(path: String) throws -> NodeConfig {
         let text: String
@@ -76,7 +117,7 @@ public struct NodeConfig: Sendable, Equatable {
             throw ValidationError(field: "(root)", "expected a mapping with at least `node:`")
         }
         let r = Reader(map: map, path: "")
-        try r.allowOnly(["node", "cgroupRoot", "bpfRoot", "reconcileIntervalMs", "proxy", "admin", "capture", "namespaces", "workloads", "control"])
+        try r.allowOnly(["node", "cgroupRoot", "bpfRoot", "reconcileIntervalMs", "proxy", "admin", "capture", "namespaces", "workloads", "control", "dns"])
 
         let node = try r.string("node", required: true)!
         guard DNSLabel.isValid(node) else {
@@ -116,6 +157,27 @@ public struct NodeConfig: Sendable, Equatable {
                 }
                 cfg.adminHost = host
                 cfg.adminPort = port
+            }
+        }
+        if let d = try r.sub("dns") {
+            try d.allowOnly(["enabled", "port", "clusterDomain", "upstreams", "timeoutMs"])
+            cfg.dns.enabled = try d.bool("enabled") ?? true
+            cfg.dns.port = UInt16(try d.int("port", in: 1...65535) ?? 15053)
+            cfg.dns.timeoutMs = try d.int("timeoutMs", in: 100...30_000) ?? 2000
+            if let domain = try d.string("clusterDomain") {
+                let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
+                guard !labels.isEmpty, labels.allSatisfy({ DNSLabel.isValid(String($0)) }) else {
+                    throw ValidationError(field: "dns.clusterDomain", "\"\(domain)\" must be dot-separated DNS labels, such as cluster.local")
+                }
+                cfg.dns.clusterDomain = domain
+            }
+            if let ups = try d.list("upstreams") {
+                cfg.dns.upstreams = try ups.enumerated().map { i, n in
+                    guard let text = n.string, let parsed = Self.hostPort(text, defaultPort: 53) else {
+                        throw ValidationError(field: "dns.upstreams[\(i)]", "must be an IP address, ip:port or [ipv6]:port")
+                    }
+                    return parsed
+                }
             }
         }
         var cidrTexts = defaultExcludedCIDRs
@@ -368,6 +430,7 @@ extension NodeConfig {
         keep("control", \.control)
         keep("proxy.outboundPort", \.outboundPort)
         keep("proxy.tunnelPort", \.tunnelPort)
+        keep("dns", \.dns)
         keep("proxy.mark", \.proxyMark)
         keep("proxy.connectTimeoutMs", \.connectTimeoutMs)
         keep("proxy.idleTimeoutSeconds", \.idleTimeoutSeconds)

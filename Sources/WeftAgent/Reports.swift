@@ -38,4 +38,6 @@ public struct CaptureReport: Codable, Sendable {
     /// The weft-control snapshot applied (nil when the node runs from its file).
     public var appliedVersion: Int64?
     public var proxy: ProxyStats.Snapshot
+    /// The DNS server's counters (nil when DNS is disabled).
+    public var dns: DNSStats.Snapshot? = nil
 }

@@ -11,11 +11,14 @@ public struct CaptureSettings: Sendable, Hashable {
     public var outboundPort: UInt16
     public var proxyMark: UInt32
     public var exclusions: CaptureExclusions
+    /// weftd's DNS server on loopback; 0: meshed workloads' DNS is not captured.
+    public var dnsPort: UInt16
 
-    public init(outboundPort: UInt16, proxyMark: UInt32, exclusions: CaptureExclusions) {
+    public init(outboundPort: UInt16, proxyMark: UInt32, exclusions: CaptureExclusions, dnsPort: UInt16 = 0) {
         self.outboundPort = outboundPort
         self.proxyMark = proxyMark
         self.exclusions = exclusions
+        self.dnsPort = dnsPort
     }
 }
 
@@ -26,15 +29,22 @@ public enum CaptureHook: String, CaseIterable, Sendable, Codable {
     case getpeername4 = "weft_sock4_getpeername"
     case getpeername6 = "weft_sock6_getpeername"
     case sockops = "weft_sockops"
+    case sendmsg4 = "weft_sock4_sendmsg"
+    case sendmsg6 = "weft_sock6_sendmsg"
+    case recvmsg4 = "weft_sock4_recvmsg"
+    case recvmsg6 = "weft_sock6_recvmsg"
 }
 
 extension CaptureHook {
-    /// sockops and getpeername before connect: a connection redirected by
-    /// connect4/6 must find sockops in place to record its 4-tuple, or the
-    /// proxy, finding no record, would have to reset it.
-    public static let attachOrder: [CaptureHook] = [.sockops, .getpeername4, .getpeername6, .connect4, .connect6]
+    /// The hooks that restore before those that redirect: a connection
+    /// redirected by connect4/6 must find sockops in place to record its
+    /// 4-tuple, or the proxy, finding no record, would have to reset it; a DNS
+    /// query redirected by connect or sendmsg must find recvmsg in place, or
+    /// its reply would come from an address the resolver did not ask.
+    public static let attachOrder: [CaptureHook] = [.sockops, .getpeername4, .getpeername6, .recvmsg4, .recvmsg6,
+                                                    .connect4, .connect6, .sendmsg4, .sendmsg6]
 
-    var redirects: Bool { self == .connect4 || self == .connect6 }
+    var redirects: Bool { self == .connect4 || self == .connect6 || self == .sendmsg4 || self == .sendmsg6 }
 }
 
 /// A cgroup that capture is attached to, and the folder of its link pins
@@ -126,6 +136,7 @@ public final class CaptureDataplane {
         cfg.abi_version = UInt32(WEFT_ABI_VERSION)
         cfg.proxy_mark = settings.proxyMark
         cfg.outbound_port = settings.outboundPort
+        cfg.dns_port = settings.dnsPort
         var zero: UInt32 = 0
         try check(bpf_map_update_elem(mapFD("weft_config"), &zero, &cfg, UInt64(BPF_ANY)), "write weft_config")
 
@@ -256,7 +267,7 @@ public final class CaptureDataplane {
     /// Entries in each map (walks the keys: for the admin API, not the data path).
     public func mapFill() -> [String: Int] {
         var out: [String: Int] = [:]
-        for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size)] {
+        for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size), ("weft_dns_orig", 8)] {
             guard let fd = try? mapFD(name) else { continue }
             out[name] = Self.countEntries(fd: fd, keySize: keySize)
         }

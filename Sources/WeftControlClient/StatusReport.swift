@@ -64,7 +64,7 @@ public enum StatusReport {
     }
 
     static func workloadTable(_ workloads: [JSONValue]) -> TextTable {
-        var table = TextTable(header: ["NAMESPACE", "WORKLOAD", "NODE", "CAPTURED", "WHY NOT"])
+        var table = TextTable(header: ["NAMESPACE", "WORKLOAD", "NODE", "CAPTURED", "HOOKS", "LAST REPAIR", "WHY NOT"])
         for w in workloads {
             let captured: String
             switch w["captured"] {
@@ -77,6 +77,8 @@ public enum StatusReport {
                 ResourceTable.text(w["name"] ?? w["workload"]),
                 ResourceTable.text(w["node"]),
                 captured,
+                w["hooks"]?.stringValue ?? "-",
+                w["lastRepair"]?.stringValue ?? "-",
                 w["captured"] == .bool(true) ? "" : ResourceTable.text(w["reason"]),
             ])
         }

@@ -1,5 +1,6 @@
 import Glibc
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import WeftCore
 
@@ -43,6 +44,35 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         channel.closeFuture.whenComplete { _ in stats.active.subtract(1, ordering: .relaxed) }
 
         let logger = proxy.logger
+        if original.port == 53, let dns = proxy.dns {
+            // DNS over TCP: answered here, like the UDP queries the kernel
+            // sends to the DNS server.
+            do {
+                let ops = context.pipeline.syncOperations
+                try ops.addHandlers([ByteToMessageHandler(DNSLengthFrameDecoder()), DNSTCPHandler(service: dns)])
+                ops.removeHandler(context: context, promise: nil)
+                channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
+            } catch {
+                Self.reset(channel)
+            }
+            return
+        }
+        if let routed = proxy.httpRoutes.routes(for: original.address, port: original.port) {
+            // An HTTPRoute attaches to this Service port: HTTP/1.1, routed per request.
+            do {
+                let ops = context.pipeline.syncOperations
+                try ops.addHandlers([
+                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+                    HTTPResponseEncoder(),
+                    HTTPRouter(proxy: proxy, netns: netns, service: routed, source: workload),
+                ])
+                ops.removeHandler(context: context, promise: nil)
+                channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
+            } catch {
+                Self.reset(channel)
+            }
+            return
+        }
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         let hops: [Hop]
         switch proxy.plan(original, source: workload) {
@@ -57,7 +87,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         }
         let proxy = self.proxy
         let netns = self.netns
-        connectFirst(hops[...], netns: netns, on: context.eventLoop).whenComplete { result in
+        proxy.connectFirst(hops[...], netns: netns, on: context.eventLoop).whenComplete { result in
             let context = loopBoundContext.value
             switch result {
             case .success(let (upstream, hop)):
@@ -87,23 +117,6 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 Self.reset(channel)
             }
         }
-    }
-
-    /// Tries each hop in turn until one connects (a dead node's endpoint is
-    /// skipped for the next).
-    private func connectFirst(_ hops: ArraySlice<Hop>, netns: NetworkNamespace,
-                              on loop: any EventLoop) -> EventLoopFuture<(any Channel, Hop)> {
-        let proxy = self.proxy
-        @Sendable func attempt(_ rest: ArraySlice<Hop>) -> EventLoopFuture<(any Channel, Hop)> {
-            let hop = rest.first!
-            return proxy.open(hop, netns: netns, on: loop).map { ($0, hop) }.flatMapError { error in
-                let remaining = rest.dropFirst()
-                guard !remaining.isEmpty else { return loop.makeFailedFuture(error) }
-                proxy.logger.info("endpoint did not answer; trying the next", metadata: ["endpoint": "\(hop)", "error": "\(error)"])
-                return attempt(remaining)
-            }
-        }
-        return attempt(hops)
     }
 
     /// Close with RST so the workload learns at once that its connection

@@ -18,10 +18,14 @@ public struct ProxyConfiguration: Sendable, Hashable {
     /// HBONE: where this node accepts tunnels, and where it opens them on
     /// other nodes (every node of a mesh uses the same port, as in Istio).
     public var tunnelPort: Int
+    /// nil: workloads' DNS is not served by weftd.
+    public var dns: DNSSettings?
 
     public init(outboundPort: UInt16 = 15001, mark: UInt32 = 0x5746, connectTimeout: TimeAmount = .seconds(3),
-                idleTimeout: TimeAmount = .hours(1), backlog: Int32 = 4096, tunnelPort: Int = 15008) {
+                idleTimeout: TimeAmount = .hours(1), backlog: Int32 = 4096, tunnelPort: Int = 15008,
+                dns: DNSSettings? = nil) {
         self.outboundPort = outboundPort
+        self.dns = dns
         self.tunnelPort = tunnelPort
         self.mark = mark
         self.connectTimeout = connectTimeout
@@ -41,17 +45,21 @@ public final class NodeProxy: Sendable {
     public let services = ServiceDirectory()
     /// Every workload of the mesh: decides local, tunnelled or plain.
     public let mesh = MeshTable()
+    /// Service ports routed at L7 (an HTTPRoute attaches to them).
+    public let httpRoutes = HTTPRouteTable()
     /// This node's workload certificates and the mesh's trust bundle.
     public let credentials = TunnelCredentials()
     let config: ProxyConfiguration
     let logger: Logger
     public let stats = ProxyStats()
+    /// The DNS server for meshed workloads, when enabled.
+    public let dns: DNSService?
     let pool: TunnelPool
     private let inboundContextCache = Mutex<(roots: Int, context: NIOSSLContext)?>(nil)
     private let inboundServer = Mutex<InboundTunnelServer?>(nil)
 
     public init(config: ProxyConfiguration, resolver: any CapturedConnectionResolver, workloads: any WorkloadResolver,
-                threads: Int = System.coreCount, logger: Logger) {
+                threads: Int = Int(weft_affinity_cpu_count()), logger: Logger) {
         self.config = config
         self.resolver = resolver
         self.workloads = workloads
@@ -63,6 +71,8 @@ public final class NodeProxy: Sendable {
         self.blockingPool.start()
         self.pool = TunnelPool(credentials: credentials, mark: config.mark, connectTimeout: config.connectTimeout,
                                stats: stats, logger: logger)
+        let loop = group.next()
+        self.dns = config.dns.map { DNSService(settings: $0, loop: loop, mark: config.mark, logger: logger) }
     }
 
     /// Opens the HBONE listener (`tunnelPort`, all addresses of weftd's own
@@ -117,6 +127,11 @@ public final class NodeProxy: Sendable {
                 let channel = try await makeServerBootstrap(netns: netns).withBoundSocket(fd).get()
                 channels.append(channel)
                 addresses.append(family == AF_INET ? "127.0.0.1:\(config.outboundPort)" : "[::1]:\(config.outboundPort)")
+            }
+            if let dns {
+                let udp = try await dns.listen(in: netns, group: group)
+                channels += udp
+                addresses += udp.compactMap { $0.localAddress.map { "udp \($0.ipAddress ?? "?"):\($0.port ?? 0)" } }
             }
         } catch {
             for c in channels { try? await c.close() }

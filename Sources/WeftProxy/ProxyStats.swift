@@ -24,6 +24,8 @@ public final class ProxyStats: Sendable {
     /// Inbound tunnels or streams refused (no certificate to present, peer
     /// not trusted, destination not a meshed workload of this node).
     public let inboundRefused = Atomic<Int>(0)
+    /// HTTP requests no route matched (404, response flag NR).
+    public let httpNoRoute = Atomic<Int>(0)
     private let byWorkload = Mutex<[WorkloadRef: Int]>([:])
     private let pairs = Mutex<[IdentityPairKey: Int]>([:])
 
@@ -77,6 +79,7 @@ public final class ProxyStats: Sendable {
         public var inboundTunnels: Int
         public var inboundStreams: Int
         public var inboundRefused: Int
+        public var httpNoRoute: Int
         public var identities: [IdentityPair]
     }
 
@@ -102,6 +105,7 @@ public final class ProxyStats: Sendable {
             inboundTunnels: inboundTunnels.load(ordering: .relaxed),
             inboundStreams: inboundStreams.load(ordering: .relaxed),
             inboundRefused: inboundRefused.load(ordering: .relaxed),
+            httpNoRoute: httpNoRoute.load(ordering: .relaxed),
             identities: pairs.withLock { p in
                 p.map { IdentityPair(direction: $0.key.direction, path: $0.key.path, source: $0.key.source,
                                      destination: $0.key.destination, connections: $0.value) }

@@ -102,6 +102,22 @@ extension NodeProxy {
         return .success(hops)
     }
 
+    /// Tries each hop in turn until one connects (a dead node's endpoint is
+    /// skipped for the next).
+    func connectFirst(_ hops: ArraySlice<Hop>, netns: NetworkNamespace,
+                      on loop: any EventLoop) -> EventLoopFuture<(any Channel, Hop)> {
+        @Sendable func attempt(_ rest: ArraySlice<Hop>) -> EventLoopFuture<(any Channel, Hop)> {
+            let hop = rest.first!
+            return open(hop, netns: netns, on: loop).map { ($0, hop) }.flatMapError { error in
+                let remaining = rest.dropFirst()
+                guard !remaining.isEmpty else { return loop.makeFailedFuture(error) }
+                self.logger.info("endpoint did not answer; trying the next", metadata: ["endpoint": "\(hop)", "error": "\(error)"])
+                return attempt(remaining)
+            }
+        }
+        return attempt(hops)
+    }
+
     /// Opens the upstream side of one hop on `loop`.
     func open(_ hop: Hop, netns: NetworkNamespace, on loop: any EventLoop) -> EventLoopFuture<any Channel> {
         switch hop {

@@ -21,7 +21,7 @@ struct Weftctl: AsyncParsableCommand {
         """,
         version: ControlClient.version,
         subcommands: [Apply.self, Get.self, Delete.self, NamespaceCommand.self, NodeCommand.self, Status.self,
-                      Capture.self, Version.self, Completion.self])
+                      Capture.self, Check.self, Version.self, Completion.self])
 
     /// Also accepted before the subcommand (`weftctl --server URL get ns`), as
     /// kubectl's global flags are; the subcommand sees the same values.

@@ -14,6 +14,25 @@ import WeftCore
         #expect(c.exclusions.cidrs.map(\.description) == ["127.0.0.0/8", "::1/128"])
         #expect(c.exclusions.ports.isEmpty)
         #expect(c.namespaces.isEmpty)
+        #expect(c.tunnelPort == 15008)
+        #expect(c.dns.enabled && c.dns.port == 15053 && c.dns.clusterDomain == "cluster.local" && c.dns.upstreams.isEmpty)
+    }
+
+    @Test func dnsAndTunnelSettingsAreRead() throws {
+        let c = try NodeConfig.parse(yaml: """
+            node: n1
+            proxy: {tunnelPort: 16008}
+            dns: {port: 5353, clusterDomain: mesh.example, upstreams: ["10.0.0.2", "10.0.0.3:5300", "[fd00::53]:53"], timeoutMs: 900}
+            """)
+        #expect(c.tunnelPort == 16008)
+        #expect(c.dns.port == 5353 && c.dns.clusterDomain == "mesh.example" && c.dns.timeoutMs == 900)
+        #expect(c.dns.upstreams.map { "\($0.host) \($0.port)" } == ["10.0.0.2 53", "10.0.0.3 5300", "fd00::53 53"])
+        #expect(try !NodeConfig.parse(yaml: "node: n1\ndns: {enabled: false}").dns.enabled)
+    }
+
+    @Test func resolvConfNameserversAreTheDefaultUpstreams() {
+        let text = "# generated\nsearch example.com\nnameserver 10.255.255.53\nnameserver  fd00::1\nnameserver bogus\noptions ndots:2\n"
+        #expect(NodeConfig.resolvConfNameservers(text).map(\.host) == ["10.255.255.53", "fd00::1"])
     }
 
     @Test func fullConfigIsRead() throws {
@@ -58,6 +77,12 @@ import WeftCore
         ("node: a\nnamespaces: [{name: shop}]\nworkloads: [{namespace: shop, name: w, cgroup: x, netns: rel}]", "workloads[0].netns"),
         ("node: a\ncgroupRoot: relative/path", "cgroupRoot"),
         ("node: a\nreconcileIntervalMs: 1", "reconcileIntervalMs"),
+        ("node: a\nproxy: {tunnelPort: 0}", "proxy.tunnelPort"),
+        ("node: a\ndns: {upstreams: [\"resolver.example\"]}", "dns.upstreams[0]"),
+        ("node: a\ndns: {upstreams: [\"[fd00::1]53\"]}", "dns.upstreams[0]"),
+        ("node: a\ndns: {clusterDomain: \"bad..domain\"}", "dns.clusterDomain"),
+        ("node: a\ndns: {port: 99999}", "dns.port"),
+        ("node: a\ndns: {forward: true}", "dns.forward"),
         ("node: [a", "(yaml)"),
     ])
     func badInputIsRefusedNamingTheField(yaml: String, field: String) {

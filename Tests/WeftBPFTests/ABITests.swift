@@ -19,7 +19,8 @@ import Testing
     @Test func everyHookIsAProgramOfTheEmbeddedObject() throws {
         // btfStructSizes opens the object; a missing program would surface
         // when the dataplane loads, which the privileged suite covers.
-        #expect(CaptureHook.allCases.count == 5)
+        #expect(CaptureHook.allCases.count == 9)
+        #expect(Set(CaptureHook.attachOrder) == Set(CaptureHook.allCases), "every hook has its place in the attach order")
         #expect(EmbeddedBPFObjects.base64[CaptureDataplane.objectName] != nil)
     }
 }

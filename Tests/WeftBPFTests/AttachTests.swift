@@ -50,6 +50,10 @@ struct CaptureAttachment {
             case .getpeername4: BPF_CGROUP_INET4_GETPEERNAME
             case .getpeername6: BPF_CGROUP_INET6_GETPEERNAME
             case .sockops: BPF_CGROUP_SOCK_OPS
+            case .sendmsg4: BPF_CGROUP_UDP4_SENDMSG
+            case .sendmsg6: BPF_CGROUP_UDP6_SENDMSG
+            case .recvmsg4: BPF_CGROUP_UDP4_RECVMSG
+            case .recvmsg6: BPF_CGROUP_UDP6_RECVMSG
             }
             guard bpf_prog_query(fd, type, 0, &flags, &ids, &count) == 0 else { return -1 }
             return Int(count)

@@ -137,7 +137,8 @@ struct ClientTableTests {
                  "credentialNotAfter": .string(Self.ago(3600)), "certificates": []],
             ],
             "workloads": [
-                ["namespace": "shop", "name": "catalog-v1", "node": "node-a", "captured": true, "reason": .null],
+                ["namespace": "shop", "name": "catalog-v1", "node": "node-a", "captured": true, "reason": .null,
+                 "hooks": "9/9", "lastRepair": "2025-06-15T15:00:00Z"],
                 ["namespace": "shop", "name": "db", "node": "node-c", "captured": .null,
                  "reason": "node node-c has not joined"],
             ],
@@ -147,7 +148,8 @@ struct ClientTableTests {
         let lines = text.split(separator: "\n").map(String.init)
         #expect(lines.contains { $0.hasPrefix("node-a") && $0.contains("7 (current)") && $0.contains("20s ago") && $0.contains("in 24h") })
         #expect(lines.contains { $0.hasPrefix("node-b") && $0.contains("5 (behind 7)") && $0.contains("never") && $0.contains("EXPIRED 60m ago") })
-        #expect(lines.contains { $0.hasPrefix("shop") && $0.contains("catalog-v1") && $0.contains("yes") })
+        #expect(lines.contains { $0.hasPrefix("shop") && $0.contains("catalog-v1") && $0.contains("yes")
+                && $0.contains("9/9") && $0.contains("2025-06-15T15:00:00Z") }, "capture integrity: programs attached of expected, last repair")
         #expect(lines.contains { $0.contains("db") && $0.hasSuffix("node node-c has not joined") })
     }
 

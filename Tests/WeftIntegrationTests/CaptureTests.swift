@@ -201,7 +201,8 @@ struct CaptureTests {
             }
 
             let hooks = try node.attachedHooks(on: try node.slice("shop"))
-            for hook in ["connect4", "connect6", "getpeername4", "getpeername6", "sock_ops"] {
+            for hook in ["connect4", "connect6", "getpeername4", "getpeername6", "sock_ops",
+                         "sendmsg4", "sendmsg6", "recvmsg4", "recvmsg6"] {
                 #expect(hooks[hook] == 1, "\(hook) attached \(hooks[hook] ?? 0) times on the slice: \(hooks)")
             }
             #expect(hooks.values.allSatisfy { $0 == 1 }, "a hook is attached twice: \(hooks)")

@@ -62,6 +62,7 @@ struct MeshStatus: Decodable, CustomStringConvertible {
         var node: String?
         var captured: Bool?
         var reason: String?
+        var hooks: String?
     }
 
     var revision: Int64
@@ -254,14 +255,10 @@ final class ControlPlane: @unchecked Sendable {
 func withControlNode(
     reconcileIntervalMs: Int = 200,
     startWeftd: Bool = true,
+    extraConfig: String = "",
     _ body: (TestNode, ControlPlane) async throws -> Void
 ) async throws {
-    guard TestEnvironment.isRoot else {
-        throw HarnessError("""
-            Weft's integration tests must run as root: they create network namespaces, cgroups \
-            and eBPF links. Run them as root, or set WEFT_SKIP_PRIVILEGED=1 to skip them.
-            """)
-    }
+    try TestEnvironment.requireRoot()
     await NodeGate.shared.acquire()
     defer { NodeGate.shared.release() }
     let failuresBefore = FailureTracker.shared.count
@@ -281,20 +278,7 @@ func withControlNode(
     do {
         try node.setUp()
         try await control.start()
-        let token = try await control.checkWeftctl(["node", "token", "create"])
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !token.isEmpty else { throw HarnessError("`weftctl node token create` printed no token") }
-        FileManager.default.createFile(atPath: node.bootstrapTokenURL.path, contents: Data((token + "\n").utf8),
-                                       attributes: [.posixPermissions: 0o600])
-        node.extraConfig = """
-            control:
-              server: \(ControlPlane.server)
-              caFile: \(control.caFile)
-              tokenFile: \(node.bootstrapTokenURL.path)
-              stateDir: \(node.stateDir.path)
-
-            """
-        try node.rewriteConfig()
+        try await node.configureJoin(control, extraConfig: extraConfig)
         if startWeftd {
             try node.startWeftd()
             try await waitJoined(node)
@@ -303,6 +287,27 @@ func withControlNode(
     } catch {
         thrown = error
         throw error
+    }
+}
+
+extension TestNode {
+    /// A one-time token from `control` in the node's token file, and a
+    /// `control:` section (plus `extraConfig`) in its config: weftd joins at start.
+    func configureJoin(_ control: ControlPlane, extraConfig: String = "") async throws {
+        let token = try await control.checkWeftctl(["node", "token", "create"])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !token.isEmpty else { throw HarnessError("`weftctl node token create` printed no token") }
+        FileManager.default.createFile(atPath: bootstrapTokenURL.path, contents: Data((token + "\n").utf8),
+                                       attributes: [.posixPermissions: 0o600])
+        self.extraConfig = """
+            control:
+              server: \(control.server)
+              caFile: \(control.caFile)
+              tokenFile: \(bootstrapTokenURL.path)
+              stateDir: \(stateDir.path)
+
+            """ + extraConfig
+        try rewriteConfig()
     }
 }
 

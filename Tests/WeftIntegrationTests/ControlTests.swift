@@ -56,6 +56,7 @@ struct ControlTests {
                 return workload?.node == node.name && workload?.captured == true
             }
             #expect(status.node(node.name)?.lastSeen != nil, "\(status)")
+            #expect(status.workload("shop", "app.service")?.hooks == "9/9", "capture integrity as the kernel reports it: \(status)")
             let table = try await control.checkWeftctl(["status"])
             let nodeRow = table.split(separator: "\n").first { $0.hasPrefix(node.name) }
             #expect(nodeRow != nil, "weftctl status does not list \(node.name):\n\(table)")

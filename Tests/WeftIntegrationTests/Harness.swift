@@ -34,6 +34,15 @@ enum TestEnvironment {
 
     static let bpfRoot = "/sys/fs/bpf/weft"
 
+    static func requireRoot() throws {
+        guard isRoot else {
+            throw HarnessError("""
+                Weft's integration tests must run as root: they create network namespaces, cgroups \
+                and eBPF links. Run them as root, or set WEFT_SKIP_PRIVILEGED=1 to skip them.
+                """)
+        }
+    }
+
     /// The first cgroup2 mount in /proc/self/mountinfo.
     static let cgroup2Mount: String? = {
         guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
@@ -87,14 +96,10 @@ func withTestNode(
     namespaces: [MeshNamespace],
     excludePorts: [Int] = [],
     reconcileIntervalMs: Int = 200,
+    configure: (TestNode) throws -> Void = { _ in },
     _ body: (TestNode) async throws -> Void
 ) async throws {
-    guard TestEnvironment.isRoot else {
-        throw HarnessError("""
-            Weft's integration tests must run as root: they create network namespaces, cgroups \
-            and eBPF links. Run them as root, or set WEFT_SKIP_PRIVILEGED=1 to skip them.
-            """)
-    }
+    try TestEnvironment.requireRoot()
     await NodeGate.shared.acquire()
     defer { NodeGate.shared.release() }
     let failuresBefore = FailureTracker.shared.count
@@ -102,6 +107,7 @@ func withTestNode(
     var thrown: (any Error)?
     defer { node.teardown(printLogs: thrown != nil || FailureTracker.shared.count > failuresBefore) }
     do {
+        try configure(node)
         try node.setUp()
         try node.startWeftd()
         try await node.waitReady()
@@ -199,7 +205,12 @@ final class TestNode: @unchecked Sendable {
         self.reconcileIntervalMs = reconcileIntervalMs
     }
 
-    var pinDir: String { "\(TestEnvironment.bpfRoot)/\(name)" }
+    /// Where weftd pins (its `bpfRoot`); the node's pins are in `<bpfRoot>/<name>`.
+    var bpfRoot = TestEnvironment.bpfRoot
+    /// The weftd binary this node runs (an installed copy, in the install test).
+    var weftdBinary = TestEnvironment.weftd
+
+    var pinDir: String { "\(bpfRoot)/\(name)" }
 
     private func nextNumber() -> Int {
         counter += 1
@@ -255,7 +266,7 @@ final class TestNode: @unchecked Sendable {
         var yaml = """
             node: \(name)
             cgroupRoot: \(cgroupRoot)
-            bpfRoot: \(TestEnvironment.bpfRoot)
+            bpfRoot: \(bpfRoot)
             reconcileIntervalMs: \(reconcileIntervalMs)
             admin:
               address: 127.0.0.1:15021
@@ -299,7 +310,7 @@ final class TestNode: @unchecked Sendable {
         // hide the cgroup2 and bpf mounts from weftd.
         weftd = try Spawned(
             label: "weftd",
-            arguments: ["nsenter", "--net=/run/netns/\(netns)", TestEnvironment.weftd,
+            arguments: ["nsenter", "--net=/run/netns/\(netns)", weftdBinary,
                         "--config", configURL.path, "--log-level", level],
             outputURL: logURL, append: true)
     }
@@ -413,6 +424,35 @@ final class TestNode: @unchecked Sendable {
         return child
     }
 
+    /// Any program in the node's netns, outside every workload cgroup, stopped at teardown.
+    func spawnTool(_ label: String, _ arguments: [String]) throws -> Spawned {
+        let child = try Spawned(label: label, arguments: ["nsenter", "--net=/run/netns/\(netns)"] + arguments,
+                                outputURL: dir.appendingPathComponent("\(label)-\(nextNumber()).log"))
+        children.append(child)
+        return child
+    }
+
+    /// Runs a command to completion inside `cgroup` (joined before it runs)
+    /// and the node's netns; with `resolvConf`, in a mount namespace of its
+    /// own where that file is /etc/resolv.conf.
+    func run(_ arguments: [String], in cgroup: String, resolvConf: String? = nil, timeout: Double = 20) async throws -> CommandResult {
+        var command = ["nsenter", "--net=/run/netns/\(netns)"] + arguments
+        if let resolvConf {
+            command = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                       #"mount --bind "$0" /etc/resolv.conf && exec "$@""#, resolvConf] + command
+        }
+        return await Command.runAsync(["/bin/sh", "-c", #"echo $$ > "$0/cgroup.procs" && exec "$@""#, cgroup] + command,
+                                      timeout: timeout)
+    }
+
+    /// A counter of /debug/capture's `dns` object (-1 when DNS is off).
+    func dnsCounter(_ name: String) async throws -> Int {
+        let state = try await capture()
+        guard let object = try JSONSerialization.jsonObject(with: Data(state.raw.utf8)) as? [String: Any],
+              let dns = object["dns"] as? [String: Any] else { return -1 }
+        return dns[name] as? Int ?? -1
+    }
+
     /// Runs netprobe.py to completion and returns its JSON lines.
     private func runPython(in cgroup: String?, netns: String?, _ arguments: [String], timeout: Double) async throws -> [String] {
         let child = try start(arguments[0], cgroup: cgroup, netns: netns, arguments)
@@ -524,6 +564,8 @@ final class TestNode: @unchecked Sendable {
             "cgroup_inet4_connect": "connect4", "cgroup_inet6_connect": "connect6",
             "cgroup_inet4_getpeername": "getpeername4", "cgroup_inet6_getpeername": "getpeername6",
             "cgroup_sock_ops": "sock_ops",
+            "cgroup_udp4_sendmsg": "sendmsg4", "cgroup_udp6_sendmsg": "sendmsg6",
+            "cgroup_udp4_recvmsg": "recvmsg4", "cgroup_udp6_recvmsg": "recvmsg6",
         ]
         return known[attachType] ?? attachType
     }
@@ -548,7 +590,7 @@ final class TestNode: @unchecked Sendable {
         }
 
         if FileManager.default.isExecutableFile(atPath: TestEnvironment.weftd) {
-            let cleanup = Command.run([TestEnvironment.weftd, "cleanup", "--node", name, "--bpf-root", TestEnvironment.bpfRoot],
+            let cleanup = Command.run([TestEnvironment.weftd, "cleanup", "--node", name, "--bpf-root", bpfRoot],
                                       timeout: 30)
             if !cleanup.succeeded {
                 Issue.record("weftd cleanup failed: \(cleanup)")

@@ -178,12 +178,7 @@ struct TLSProbe: CustomStringConvertible {
 /// `body` does.
 func withMesh(nodes count: Int, controlArguments: [String] = [],
               _ body: (Mesh) async throws -> Void) async throws {
-    guard TestEnvironment.isRoot else {
-        throw HarnessError("""
-            Weft's integration tests must run as root: they create network namespaces, cgroups \
-            and eBPF links. Run them as root, or set WEFT_SKIP_PRIVILEGED=1 to skip them.
-            """)
-    }
+    try TestEnvironment.requireRoot()
     await NodeGate.shared.acquire()
     defer { NodeGate.shared.release() }
     let failuresBefore = FailureTracker.shared.count
@@ -207,19 +202,7 @@ func withMesh(nodes count: Int, controlArguments: [String] = [],
         try await control.start()
         for node in nodes {
             try node.setUp()
-            let token = try await control.checkWeftctl(["node", "token", "create"])
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-            FileManager.default.createFile(atPath: node.bootstrapTokenURL.path, contents: Data((token + "\n").utf8),
-                                           attributes: [.posixPermissions: 0o600])
-            node.extraConfig = """
-                control:
-                  server: \(control.server)
-                  caFile: \(control.caFile)
-                  tokenFile: \(node.bootstrapTokenURL.path)
-                  stateDir: \(node.stateDir.path)
-
-                """
-            try node.rewriteConfig()
+            try await node.configureJoin(control)
             try node.startWeftd()
         }
         for node in nodes { try await waitJoined(node) }

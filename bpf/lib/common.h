@@ -19,6 +19,9 @@
 #ifndef SOCK_STREAM
 #define SOCK_STREAM 1
 #endif
+#ifndef SOCK_DGRAM
+#define SOCK_DGRAM 2
+#endif
 
 /* Return values of cgroup sock_addr programs. */
 #define SYS_REJECT  0   /* the syscall fails with EPERM */

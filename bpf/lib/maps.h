@@ -34,6 +34,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } WEFT_MAP_TUPLE SEC(".maps");
 
+/* The resolver a workload's DNS socket addressed, by socket cookie: replies
+ * from weftd's DNS server are given that address back. A separate map, so
+ * that a flood of DNS sockets cannot evict TCP connections' records. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_DNS_ORIG_MAX);
+	__type(key, __u64);                       /* socket cookie */
+	__type(value, struct weft_orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_DNS_ORIG SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, WEFT_EXCL_PORTS_MAX);

@@ -36,6 +36,10 @@ int weft_socket_in_netns(int netns_fd, int home_fd, int domain, int type);
  * then listens. Returns 0 or -errno. */
 int weft_bind_listen(int fd, int family, const uint8_t addr16[16], uint16_t port, int backlog);
 
+/* Binds a datagram socket (IPV6_V6ONLY for AF_INET6) and makes it
+ * non-blocking. Returns 0 or -errno. */
+int weft_bind_datagram(int fd, int family, const uint8_t addr16[16], uint16_t port);
+
 /* Connects fd to addr16:port, waiting at most timeout_ms. Leaves the socket
  * non-blocking. Returns 0 or -errno (ETIMEDOUT, ECONNREFUSED, ...). */
 int weft_connect_timeout(int fd, int family, const uint8_t addr16[16], uint16_t port, int timeout_ms);
@@ -49,6 +53,11 @@ uint64_t weft_netns_cookie_of(int netns_fd, int home_fd);
 
 /* Setting SO_MARK needs CAP_NET_ADMIN. Returns 0 or -errno. */
 int weft_set_mark(int fd, uint32_t mark);
+
+/* CPUs this process may run on (sched_getaffinity), at least 1. A weftd
+ * pinned with taskset or systemd's CPUAffinity= runs that many event loops,
+ * not one per CPU of the machine. */
+int weft_affinity_cpu_count(void);
 
 /* 1 when path is on a bpffs mount, 0 when not, -errno on error. */
 int weft_is_bpffs(const char *path);

@@ -387,7 +387,8 @@ final class ControlAPI: Sendable {
             return out
         }
         return ClusterView(version: version, namespaces: try await read(.namespace),
-                           workloads: try await read(.workload), services: try await read(.service))
+                           workloads: try await read(.workload), services: try await read(.service),
+                           routes: try await read(.httpRoute))
     }
 
     func putStatus(node: String, body: [UInt8], credentialNotAfter: Date?) async throws -> APIResponse {

@@ -7,6 +7,7 @@ struct ClusterView: Sendable {
     var namespaces: [Resource]
     var workloads: [Resource]
     var services: [Resource]
+    var routes: [Resource] = []
 }
 
 /// Builds the snapshot one node receives (docs/control-api.md, "Node snapshot").
@@ -63,7 +64,12 @@ enum NodeSnapshotBuilder {
             namespaces: namespaces.sorted { $0.name < $1.name },
             workloads: workloads.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) },
             services: services.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) },
-            peers: peers.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) })
+            peers: peers.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) },
+            routes: view.routes.compactMap { r -> NodeSnapshot.Route? in
+                guard case .httpRoute = r.spec, let ns = r.metadata.namespace else { return nil }
+                return NodeSnapshot.Route(namespace: ns.rawValue, name: r.metadata.name,
+                                          creationTimestamp: r.metadata.creationTimestamp, spec: r.encode()["spec"] ?? .object([:]))
+            }.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) })
     }
 
     /// The snapshot carries one number per port. A named target port is resolved

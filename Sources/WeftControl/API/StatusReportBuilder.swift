@@ -5,6 +5,12 @@ import WeftCore
 /// certificates; each workload, whether it is captured and, if not, why.
 /// Pure: built from the node records and Workload resources.
 enum StatusReportBuilder {
+    /// `attached/expected` capture programs and the last repair, as the node reported them.
+    static func integrity(_ report: NodeStatus.WorkloadState) -> (hooks: JSONValue, lastRepair: JSONValue) {
+        let hooks: JSONValue = report.hooksAttached.map { a in .string("\(a)/\(report.hooksExpected.map(String.init) ?? "?")") } ?? .null
+        return (hooks, report.lastRepair.map { .string($0) } ?? .null)
+    }
+
     static func build(revision: Int64, version: Int64, nodes: [NodeRecord], workloads: [Resource]) -> JSONValue {
         var nodeItems: [JSONValue] = []
         let byName = Dictionary(nodes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -29,12 +35,15 @@ enum StatusReportBuilder {
             guard case .workload(let spec) = r.spec, let ns = r.metadata.namespace?.rawValue else { continue }
             var captured: JSONValue = .null
             var reason: JSONValue = .null
+            var hooks: JSONValue = .null
+            var lastRepair: JSONValue = .null
             if let node = byName[spec.node] {
                 if let status = node.status {
                     if let report = status.workloads.first(where: { WorkloadReports.matches($0, r) }) {
                         explained.insert("\(spec.node)|\(report.namespace)/\(report.name)")
                         captured = .bool(report.captured)
                         reason = report.reason.map { .string($0) } ?? .null
+                        (hooks, lastRepair) = Self.integrity(report)
                     } else {
                         captured = false
                         reason = .string("node \(spec.node) does not report it: no process runs in its unit or cgroup, or namespace \(ns) is not meshed")
@@ -47,7 +56,7 @@ enum StatusReportBuilder {
             }
             workloadItems.append(("\(ns)/\(r.metadata.name)", [
                 "namespace": .string(ns), "name": .string(r.metadata.name), "node": .string(spec.node),
-                "captured": captured, "reason": reason,
+                "captured": captured, "reason": reason, "hooks": hooks, "lastRepair": lastRepair,
             ]))
         }
         // What nodes report without a Workload resource (discovery skipped it).
@@ -57,6 +66,7 @@ enum StatusReportBuilder {
                 workloadItems.append(("\(report.namespace)/\(report.name)", [
                     "namespace": .string(report.namespace), "name": .string(report.name), "node": .string(n.name),
                     "captured": .bool(report.captured), "reason": report.reason.map { .string($0) } ?? .null,
+                    "hooks": Self.integrity(report).hooks, "lastRepair": Self.integrity(report).lastRepair,
                 ]))
             }
         }

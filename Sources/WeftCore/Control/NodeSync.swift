@@ -105,6 +105,21 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
         }
     }
 
+    /// An HTTPRoute as stored (its spec as written), for the node proxy's L7 path.
+    public struct Route: Codable, Sendable, Equatable {
+        public var namespace: String
+        public var name: String
+        public var creationTimestamp: String?
+        public var spec: JSONValue
+
+        public init(namespace: String, name: String, creationTimestamp: String?, spec: JSONValue) {
+            self.namespace = namespace
+            self.name = name
+            self.creationTimestamp = creationTimestamp
+            self.spec = spec
+        }
+    }
+
     public var version: Int64
     public var node: String
     public var trustDomain: String
@@ -116,9 +131,12 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
     /// Every workload on every node (this one included). Absent from
     /// snapshots persisted by older weftd versions.
     public var peers: [Peer]?
+    /// Every HTTPRoute. Absent from snapshots of older versions.
+    public var routes: [Route]?
 
     public init(version: Int64, node: String, trustDomain: String, namespaces: [Namespace], workloads: [Workload],
-                services: [Service], peers: [Peer]? = nil) {
+                services: [Service], peers: [Peer]? = nil, routes: [Route]? = nil) {
+        self.routes = routes
         self.version = version
         self.node = node
         self.trustDomain = trustDomain
@@ -139,13 +157,24 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         /// Why not captured, when not.
         public var reason: String?
         public var netns: String
-        public init(namespace: String, name: String, cgroup: String, captured: Bool, reason: String?, netns: String) {
+        /// Capture programs effective on the cgroup (the kernel's word), and
+        /// how many a captured workload has. Absent from older weftds.
+        public var hooksAttached: Int?
+        public var hooksExpected: Int?
+        /// When weftd last re-attached missing capture (RFC 3339).
+        public var lastRepair: String?
+
+        public init(namespace: String, name: String, cgroup: String, captured: Bool, reason: String?, netns: String,
+                    hooksAttached: Int? = nil, hooksExpected: Int? = nil, lastRepair: String? = nil) {
             self.namespace = namespace
             self.name = name
             self.cgroup = cgroup
             self.captured = captured
             self.reason = reason
             self.netns = netns
+            self.hooksAttached = hooksAttached
+            self.hooksExpected = hooksExpected
+            self.lastRepair = lastRepair
         }
     }
 

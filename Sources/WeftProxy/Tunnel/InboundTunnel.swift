@@ -5,6 +5,7 @@ import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Synchronization
 import WeftCore
 
@@ -87,12 +88,8 @@ final class InboundTunnelServer: Sendable {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(tls)
         try sync.addHandler(HandshakeFailureCounter(stats: stats, logger: proxy.logger, remote: remote))
-        var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = HBONE.settings
-        var streamConfiguration = NIOHTTP2Handler.StreamConfiguration()
-        streamConfiguration.targetWindowSize = HBONE.windowSize
         _ = try sync.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: streamConfiguration
+            mode: .server, connectionConfiguration: HBONE.connection, streamConfiguration: HBONE.stream
         ) { stream in
             // Bytes after the CONNECT wait in the stream until the relay is in place.
             stream.setOption(.autoRead, value: false).flatMapThrowing {
@@ -100,6 +97,20 @@ final class InboundTunnelServer: Sendable {
                     InboundStreamHandler(proxy: proxy, netns: netns, peer: peer))
             }
         }
+        try sync.addHandler(WindowOpener())
+    }
+}
+
+/// Grants the client a large connection window once the connection is up.
+final class WindowOpener: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls {
+            HBONE.openConnectionWindow(context.channel)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }
 

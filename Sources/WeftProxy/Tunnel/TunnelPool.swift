@@ -168,15 +168,12 @@ final class TunnelPool: Sendable {
             .flatMap { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    var connection = NIOHTTP2Handler.ConnectionConfiguration()
-                    connection.initialSettings = HBONE.settings
-                    var stream = NIOHTTP2Handler.StreamConfiguration()
-                    stream.targetWindowSize = HBONE.windowSize
                     let mux = try sync.configureHTTP2Pipeline(
-                        mode: .client, connectionConfiguration: connection, streamConfiguration: stream,
+                        mode: .client, connectionConfiguration: HBONE.connection, streamConfiguration: HBONE.stream,
                         inboundStreamInitializer: { $0.close() })
                     let lifecycle = TunnelLifecycle(idleTimeout: HBONE.idleTunnelTimeout)
                     try sync.addHandler(lifecycle)
+                    HBONE.openConnectionWindow(channel)
                     stats.tunnelsOpened.add(1, ordering: .relaxed)
                     return Tunnel(channel: channel, multiplexer: mux,
                                   lifecycle: NIOLoopBound(lifecycle, eventLoop: channel.eventLoop))
@@ -188,6 +185,35 @@ final class TunnelPool: Sendable {
 /// HBONE's HTTP/2 settings, shared by both ends.
 enum HBONE {
     static let windowSize = 4 << 20
+    /// Bytes NIOHTTP2 may hold for a connection before its streams report
+    /// unwritable (the relay then stops reading from the workload): the
+    /// default of 8 KiB throttles bulk transfers to a few frames in flight.
+    static let outboundHighWatermark = 1 << 20
+    /// The connection-level receive window each end grants at once (HTTP/2
+    /// starts every connection at 64 KiB; Envoy grants 1 MiB and more): all
+    /// streams of a tunnel share it.
+    static let connectionWindow = 16 << 20
+
+    static var connection: NIOHTTP2Handler.ConnectionConfiguration {
+        var c = NIOHTTP2Handler.ConnectionConfiguration()
+        c.initialSettings = settings
+        return c
+    }
+
+    static var stream: NIOHTTP2Handler.StreamConfiguration {
+        var s = NIOHTTP2Handler.StreamConfiguration()
+        s.targetWindowSize = windowSize
+        s.outboundBufferSizeHighWatermark = outboundHighWatermark
+        s.outboundBufferSizeLowWatermark = outboundLowWatermark
+        return s
+    }
+
+    /// Raises the connection's receive window from HTTP/2's 64 KiB.
+    static func openConnectionWindow(_ channel: any Channel) {
+        let frame = HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionWindow - 65_535))
+        channel.writeAndFlush(frame, promise: nil)
+    }
+    static let outboundLowWatermark = 512 << 10
     static let settings: HTTP2Settings = [
         HTTP2Setting(parameter: .maxConcurrentStreams, value: 10_000),
         HTTP2Setting(parameter: .initialWindowSize, value: windowSize),

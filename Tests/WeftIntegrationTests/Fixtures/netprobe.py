@@ -272,6 +272,34 @@ def cmd_http(args):
         emit({"status": 0, "body": "", "error": error_name(reason) if isinstance(reason, OSError) else str(reason)})
 
 
+def cmd_requests(args):
+    """GETs args.count times on fresh connections; tallies statuses and the
+    backend names in JSON bodies; keeps the first response of each status."""
+    result = {"statuses": {}, "names": {}, "samples": {}, "errors": {}}
+    headers = dict(h.split(":", 1) for h in args.header)
+    headers = {k.strip(): v.strip() for k, v in headers.items()}
+    for _ in range(args.count):
+        req = urllib.request.Request(args.url, headers=headers, method=args.method)
+        try:
+            with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+                status, body, rh = resp.status, resp.read().decode(errors="replace"), dict(resp.headers.items())
+        except urllib.error.HTTPError as exc:
+            status, body, rh = exc.code, exc.read().decode(errors="replace"), dict(exc.headers.items())
+        except (OSError, urllib.error.URLError) as exc:
+            name = error_name(getattr(exc, "reason", exc)) if isinstance(getattr(exc, "reason", exc), OSError) else str(exc)
+            result["errors"][name] = result["errors"].get(name, 0) + 1
+            continue
+        result["statuses"][str(status)] = result["statuses"].get(str(status), 0) + 1
+        try:
+            name = json.loads(body).get("name")
+        except ValueError:
+            name = None
+        if name:
+            result["names"][name] = result["names"].get(name, 0) + 1
+        result["samples"].setdefault(str(status), {"body": body[:2000], "headers": {k.lower(): v for k, v in rh.items()}})
+    emit(result)
+
+
 def cmd_hold(args):
     result = {"ok": False, "rounds": 0, "error": None}
     sock = None
@@ -388,6 +416,14 @@ def main():
     p.add_argument("--url", required=True)
     p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=cmd_http)
+
+    p = sub.add_parser("requests")
+    p.add_argument("--url", required=True)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--method", default="GET")
+    p.add_argument("--header", action="append", default=[])
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=cmd_requests)
 
     p = sub.add_parser("hold")
     client(p)

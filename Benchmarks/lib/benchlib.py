@@ -1,0 +1,87 @@
+"""Measurement helpers shared by Weft's benchmark drivers (Benchmarks/*/bench.py).
+
+CPU time of a process from /proc/<pid>/stat (all threads), machine-wide busy cores from
+/proc/stat, waiting for an idle machine, wrk output parsing, and median [min..max] formatting.
+"""
+import os, re, statistics, time
+
+TCK = os.sysconf('SC_CLK_TCK')
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def cpu_s(pid):
+    """utime + stime of every thread of pid, in seconds."""
+    f = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
+    return (int(f[11]) + int(f[12])) / TCK
+
+
+def rss_anon_kb(pid):
+    for ln in open(f'/proc/{pid}/status'):
+        if ln.startswith('RssAnon:'):
+            return int(ln.split()[1])
+    return 0
+
+
+def cpu_snap():
+    """(total, idle) jiffies over all CPUs."""
+    for ln in open('/proc/stat'):
+        if ln.startswith('cpu '):
+            v = list(map(int, ln.split()[1:9]))
+            return sum(v), v[3] + v[4]
+
+
+def busy_cores(interval):
+    t0, i0 = cpu_snap()
+    time.sleep(interval)
+    t1, i1 = cpu_snap()
+    ncpu = os.cpu_count() or 1
+    return ((t1 - t0) - (i1 - i0)) / ((t1 - t0) or 1) * ncpu
+
+
+def quiet_wait(quiet, max_wait):
+    """Wait (bounded) until less than `quiet` cores are busy; returns (seconds waited, busy cores at
+    the start of the run if the wait timed out, else None)."""
+    t0, warned = time.time(), False
+    while True:
+        b = busy_cores(1.0)
+        if b < quiet:
+            return round(time.time() - t0, 1), None
+        if time.time() - t0 > max_wait:
+            say(f'  WARNING: machine still busy ({b:.2f} cores) after {max_wait:.0f} s; measuring anyway '
+                f'(load average {os.getloadavg()[0]:.2f})')
+            return round(time.time() - t0, 1), round(b, 2)
+        if not warned:
+            say(f'  machine busy ({b:.2f} cores); waiting up to {max_wait:.0f} s for it to be idle...')
+            warned = True
+        time.sleep(2)
+
+
+UNIT = {'us': 1e-3, 'ms': 1.0, 's': 1e3}
+
+
+def ms(tok):
+    m = re.match(r'([\d.]+)(us|ms|s)$', tok)
+    return float(m.group(1)) * UNIT[m.group(2)]
+
+
+def parse_wrk(txt):
+    d = {'rps': float(re.search(r'Requests/sec:\s+([\d.]+)', txt).group(1)),
+         'requests': int(re.search(r'(\d+) requests in', txt).group(1))}
+    for pct in ('50', '99'):
+        d[f'p{pct}_ms'] = ms(re.search(rf'^\s+{pct}(?:\.0+)?%\s+(\S+)', txt, re.M).group(1))
+    m = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', txt)
+    d['sock_errors'] = sum(map(int, m.groups())) if m else 0
+    m = re.search(r'Non-2xx or 3xx responses: (\d+)', txt)
+    d['non2xx'] = int(m.group(1)) if m else 0
+    return d
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float('nan')
+
+
+def spread(xs, fmt):
+    return f'{fmt.format(med(xs))} [{fmt.format(min(xs))}..{fmt.format(max(xs))}]' if xs else '-'

@@ -1,0 +1,145 @@
+/// Request paths as the proxy routes and authorizes them: one canonical form,
+/// so that `/a/../admin`, `/%61dmin` and `//admin` cannot slip past a rule
+/// written for `/admin`. Pure and total: every input is either normalised or
+/// refused with a reason (and the proxy answers 400, forwarding nothing).
+public enum PathNormalization {
+    public struct Options: Sendable, Hashable {
+        /// Collapse runs of `/` into one (Envoy's merge_slashes).
+        public var mergeSlashes: Bool
+        /// `%2F` and `%5C` (encoded `/` and `\`) are refused by default: a
+        /// backend that decodes them would see a path no rule here saw.
+        public var allowEscapedSlashes: Bool
+
+        public init(mergeSlashes: Bool = true, allowEscapedSlashes: Bool = false) {
+            self.mergeSlashes = mergeSlashes
+            self.allowEscapedSlashes = allowEscapedSlashes
+        }
+    }
+
+    public struct Target: Sendable, Hashable {
+        /// Normalised, starting with `/` (or exactly `*`).
+        public var path: String
+        /// The query as received, without the `?` (nil when absent).
+        public var query: String?
+
+        /// What is forwarded: the normalised path and the query.
+        public var requestTarget: String { query.map { "\(path)?\($0)" } ?? path }
+    }
+
+    public struct Refusal: Error, Sendable, Equatable, CustomStringConvertible {
+        public var description: String
+        init(_ d: String) { description = d }
+    }
+
+    static let unreserved: Set<UInt8> = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8))
+    /// RFC 3986 pchar plus '/' and '%': anything else in a path is refused.
+    static let allowedInPath: Set<UInt8> = unreserved.union(Array("!$&'()*+,;=:@/%".utf8))
+    static let hex = Array("0123456789ABCDEF".utf8)
+
+    /// Normalises an origin-form (`/p?q`), absolute-form (`http://h/p?q`) or
+    /// asterisk-form (`*`) request target.
+    public static func normalize(_ target: String, options: Options = Options()) throws(Refusal) -> Target {
+        if target == "*" { return Target(path: "*", query: nil) }
+        var rest = Substring(target)
+        if !rest.hasPrefix("/") {
+            // absolute-form: scheme "://" authority path
+            guard let scheme = rest.firstRange(of: "://"), rest[..<scheme.lowerBound].allSatisfy({ $0.isLetter || $0 == "+" || $0 == "-" || $0 == "." }) else {
+                throw Refusal("the request target must start with '/'")
+            }
+            let afterAuthority = rest[scheme.upperBound...]
+            if let slash = afterAuthority.firstIndex(where: { $0 == "/" || $0 == "?" }) {
+                rest = afterAuthority[slash...]
+                if rest.hasPrefix("?") { rest = "/" + rest }
+            } else {
+                rest = "/"
+            }
+        }
+        var query: String?
+        var rawPath = rest
+        if let q = rest.firstIndex(of: "?") {
+            rawPath = rest[..<q]
+            query = String(rest[rest.index(after: q)...])
+            if let query, query.utf8.contains(where: { $0 < 0x21 || $0 == 0x7F || $0 >= 0x80 || $0 == UInt8(ascii: "#") }) {
+                throw Refusal("the query holds a control, space, '#' or non-ASCII byte")
+            }
+        }
+        // Decode %XX of unreserved characters; keep other escapes, upper-cased.
+        let bytes = Array(rawPath.utf8)
+        var decoded: [UInt8] = []
+        decoded.reserveCapacity(bytes.count)
+        var i = 0
+        while i < bytes.count {
+            let b = bytes[i]
+            guard allowedInPath.contains(b) else {
+                throw Refusal("the path holds a byte that is not allowed in a URI path (0x\(String(b, radix: 16)))")
+            }
+            if b == UInt8(ascii: "%") {
+                guard i + 2 < bytes.count, let hi = hexValue(bytes[i + 1]), let lo = hexValue(bytes[i + 2]) else {
+                    throw Refusal("the path holds a '%' not followed by two hex digits")
+                }
+                let value = hi << 4 | lo
+                if unreserved.contains(value) {
+                    decoded.append(value)
+                } else {
+                    if !options.allowEscapedSlashes && (value == UInt8(ascii: "/") || value == UInt8(ascii: "\\")) {
+                        throw Refusal("the path holds an encoded '/' or '\\' (%2F, %5C)")
+                    }
+                    if value == 0 { throw Refusal("the path holds an encoded NUL") }
+                    decoded += [UInt8(ascii: "%"), hex[Int(hi)], hex[Int(lo)]]
+                }
+                i += 3
+            } else {
+                decoded.append(b)
+                i += 1
+            }
+        }
+        var path = String(decoding: decoded, as: UTF8.self)
+        if options.mergeSlashes {
+            while path.contains("//") { path = path.replacingOccurrences(of: "//", with: "/") }
+        }
+        path = removeDotSegments(path)
+        if path.isEmpty { path = "/" }
+        return Target(path: path, query: query)
+    }
+
+    static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    /// RFC 3986 section 5.2.4, on a path that starts with '/'.
+    static func removeDotSegments(_ path: String) -> String {
+        var output: [Substring] = []
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        for (index, segment) in segments.enumerated() {
+            let last = index == segments.count - 1
+            switch segment {
+            case ".":
+                if last { output.append("") }
+            case "..":
+                if !output.isEmpty { output.removeLast() }
+                if last { output.append("") }
+            default:
+                output.append(segment)
+            }
+        }
+        return "/" + output.joined(separator: "/")
+    }
+}
+
+extension String {
+    fileprivate func replacingOccurrences(of target: String, with replacement: String) -> String {
+        var result = ""
+        var rest = Substring(self)
+        while let r = rest.firstRange(of: target) {
+            result += rest[..<r.lowerBound]
+            result += replacement
+            rest = rest[r.upperBound...]
+        }
+        return result + rest
+    }
+}

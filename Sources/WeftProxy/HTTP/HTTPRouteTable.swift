@@ -1,0 +1,51 @@
+import Synchronization
+import WeftCore
+import WeftHTTP
+
+/// Which Service ports are routed at L7: those an HTTPRoute attaches to
+/// (GAMMA: a parentRef to the Service). Every other port stays L4. Replaced
+/// whole when a snapshot arrives.
+public final class HTTPRouteTable: Sendable {
+    struct Port: Sendable {
+        var namespace: String
+        var service: String
+        var port: UInt16
+        var routes: CompiledRoutes
+    }
+
+    struct State: Sendable {
+        var byVIP: [ServiceTable.Key: Port] = [:]
+        /// A backendRef names a Service and port; the proxy dials its virtual IP.
+        var vipByName: [String: IPAddress] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public func replace(_ snapshot: NodeSnapshot) {
+        let routes = RouteSource.all(in: snapshot)
+        var s = State()
+        for svc in snapshot.services {
+            guard let vip = IPAddress(svc.virtualIP) else { continue }
+            s.vipByName["\(svc.namespace)/\(svc.name)"] = vip
+            for p in svc.ports {
+                guard let port = UInt16(exactly: p.port) else { continue }
+                let compiled = CompiledRoutes(routes: routes, namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
+                if !compiled.isEmpty {
+                    s.byVIP[ServiceTable.Key(address: vip, port: port)] = Port(namespace: svc.namespace, service: svc.name,
+                                                                             port: port, routes: compiled)
+                }
+            }
+        }
+        state.withLock { $0 = s }
+    }
+
+    func routes(for address: IPAddress, port: UInt16) -> Port? {
+        state.withLock { $0.byVIP[ServiceTable.Key(address: address, port: port)] }
+    }
+
+    func virtualIP(namespace: String, service: String) -> IPAddress? {
+        state.withLock { $0.vipByName["\(namespace)/\(service)"] }
+    }
+}
