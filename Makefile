@@ -89,8 +89,6 @@ bench-capture: build-release
 bench-control: deps
 	AGENTS="$(AGENTS)" CHANGES="$(CHANGES)" bash Benchmarks/control/run.sh
 
-clean:
-	rm -rf .build .build-release Benchmarks/capture/results/runs
 # weft-control and weftctl only set the mesh up: their debug builds are enough.
 bench-hbone: build-release build pydeps
 	python3 Benchmarks/hbone/bench.py
@@ -166,4 +164,4 @@ uninstall:
 	echo "uninstalled Weft from $(DESTDIR)$(PREFIX)"
 
 clean:
-	rm -rf .build Benchmarks/capture/results/runs Benchmarks/hbone/results/runs
+	rm -rf .build .build-release Benchmarks/capture/results/runs Benchmarks/hbone/results/runs
