@@ -9,29 +9,7 @@ public enum Cgroups {
     /// always looked up, never assumed.
     public static func cgroup2Mount(mountinfo: String? = nil) -> String? {
         let text = mountinfo ?? (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-        for line in text.split(separator: "\n") {
-            // "... mountpoint ... - fstype source options": the fstype follows the lone "-".
-            let fields = line.split(separator: " ")
-            guard let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count, fields.count > 4 else { continue }
-            if fields[dash + 1] == "cgroup2" { return unescapeMountPath(String(fields[4])) }
-        }
-        return nil
-    }
-
-    static func unescapeMountPath(_ s: String) -> String {
-        // mountinfo escapes space, tab, newline and backslash as \ooo.
-        var out = "", i = s.startIndex
-        while i < s.endIndex {
-            if s[i] == "\\", let end = s.index(i, offsetBy: 4, limitedBy: s.endIndex),
-               let v = UInt8(s[s.index(after: i)..<end], radix: 8) {
-                out.append(Character(Unicode.Scalar(v)))
-                i = end
-            } else {
-                out.append(s[i])
-                i = s.index(after: i)
-            }
-        }
-        return out
+        return MountInfo.mounts(text).first { $0.type == "cgroup2" }?.point
     }
 
     public static func exists(_ path: String) -> Bool {

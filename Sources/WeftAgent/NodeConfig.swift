@@ -75,15 +75,7 @@ public struct NodeConfig: Sendable, Equatable {
     /// `ip`, `ip:port` or `[ipv6]:port`.
     static func hostPort(_ text: String, defaultPort: UInt16) -> (host: String, port: UInt16)? {
         if let ip = IPAddress(text) { return (ip.description, defaultPort) }
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port != 0 else { return nil }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") {
-            guard host.hasSuffix("]") else { return nil }
-            host = String(host.dropFirst().dropLast())
-        } else if host.contains(":") {
-            return nil
-        }
-        guard let ip = IPAddress(host) else { return nil }
+        guard let (ip, port) = IPAddress.parseEndpoint(text), port != 0 else { return nil }
         return (ip.description, port)
     }
 
@@ -146,17 +138,11 @@ public struct NodeConfig: Sendable, Equatable {
         if let a = try r.sub("admin") {
             try a.allowOnly(["address"])
             if let addr = try a.string("address") {
-                guard let colon = addr.lastIndex(of: ":"), let port = Int(addr[addr.index(after: colon)...]),
-                      (0...65535).contains(port) else {
-                    throw ValidationError(field: "admin.address", "\"\(addr)\" must be host:port")
+                guard let (ip, port) = IPAddress.parseEndpoint(addr) else {
+                    throw ValidationError(field: "admin.address", "\"\(addr)\" must be ip:port or [ipv6]:port")
                 }
-                var host = String(addr[..<colon])
-                if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-                guard IPAddress(host) != nil else {
-                    throw ValidationError(field: "admin.address", "\"\(host)\" must be an IP address")
-                }
-                cfg.adminHost = host
-                cfg.adminPort = port
+                cfg.adminHost = ip.description
+                cfg.adminPort = Int(port)
             }
         }
         if let d = try r.sub("dns") {

@@ -140,3 +140,19 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(address)/\(prefixLength)" }
 }
+
+extension IPAddress {
+    /// `ip:port` or `[ipv6]:port`, the way addresses are written in configs
+    /// and HTTP authorities. nil when the host is not an IP address or the
+    /// port is not a number in 0...65535.
+    public static func parseEndpoint(_ text: String) -> (address: IPAddress, port: UInt16)? {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else { return nil }
+        var host = Substring(text[..<colon])
+        if host.hasPrefix("[") || host.hasSuffix("]") {
+            guard host.hasPrefix("["), host.hasSuffix("]") else { return nil }
+            host = host.dropFirst().dropLast()
+        }
+        guard let ip = IPAddress(String(host)) else { return nil }
+        return (ip, port)
+    }
+}

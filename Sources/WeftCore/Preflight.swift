@@ -61,7 +61,7 @@ public enum Preflight {
             : Check(name: "btf", status: .failed, detail: "no /sys/kernel/btf/vmlinux",
                     remedy: "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every Debian 12 kernel is)"))
 
-        let mounts = mountPoints(f.mountinfo)
+        let mounts = MountInfo.mounts(f.mountinfo)
         if let cgroup2 = mounts.first(where: { $0.type == "cgroup2" }) {
             checks.append(Check(name: "cgroup-v2", status: .ok, detail: "cgroup2 mounted at \(cgroup2.point)"))
         } else {
@@ -91,31 +91,11 @@ public enum Preflight {
                     remedy: "apt-get install libbpf1 (or libbpf-dev to build weftd)"))
         return checks
     }
-
-    static func mountPoints(_ mountinfo: String) -> [(point: String, type: String)] {
-        mountinfo.split(separator: "\n").compactMap { line in
-            let halves = line.split(separator: " - ", maxSplits: 1, omittingEmptySubsequences: false)
-            guard halves.count == 2 else { return nil }
-            let left = halves[0].split(separator: " "), right = halves[1].split(separator: " ")
-            guard left.count >= 5, let type = right.first else { return nil }
-            return (String(left[4]).replacingEscapedSpaces, String(type))
-        }
-    }
 }
 
 extension String {
     fileprivate func trimmingCharacters(in set: String) -> String {
         let chars = Set(set)
         return String(String(drop { chars.contains($0) }.reversed()).drop { chars.contains($0) }.reversed())
-    }
-
-    fileprivate var replacingEscapedSpaces: String {
-        var out = ""
-        var rest = Substring(self)
-        while let r = rest.firstRange(of: "\\040") {
-            out += rest[..<r.lowerBound] + " "
-            rest = rest[r.upperBound...]
-        }
-        return out + rest
     }
 }

@@ -62,3 +62,13 @@ import Testing
         #expect(throws: ValidationError.self) { try CIDR("1.2.3.4/8/9") }
     }
 }
+
+@Suite struct EndpointParsing {
+    @Test func ipPortAndBracketedIPv6PortParseAndAnythingElseIsRefused() {
+        #expect(IPAddress.parseEndpoint("10.0.0.1:53").map { "\($0.address) \($0.port)" } == "10.0.0.1 53")
+        #expect(IPAddress.parseEndpoint("[fd00::1]:15008").map { "\($0.address) \($0.port)" } == "fd00::1 15008")
+        for bad in ["10.0.0.1", "host.example:80", "[fd00::1]53", "fd00::1]:53", "[fd00::1:53", "10.0.0.1:70000", "10.0.0.1:x", ":80"] {
+            #expect(IPAddress.parseEndpoint(bad) == nil, "\(bad)")
+        }
+    }
+}

@@ -238,15 +238,9 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
         context.close(promise: nil)
     }
 
-    /// `ip:port` or `[ipv6]:port`.
+    /// `ip:port` or `[ipv6]:port`, port not 0.
     static func parseAuthority(_ s: String) -> (IPAddress, UInt16)? {
-        guard let colon = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: colon)...]), port != 0 else { return nil }
-        var host = String(s[..<colon])
-        if host.hasPrefix("[") {
-            guard host.hasSuffix("]") else { return nil }
-            host = String(host.dropFirst().dropLast())
-        }
-        guard let ip = IPAddress(host) else { return nil }
+        guard let (ip, port) = IPAddress.parseEndpoint(s), port != 0 else { return nil }
         return (ip, port)
     }
 }

@@ -54,8 +54,10 @@ final class TunnelPool: Sendable {
                     authority: String, on loop: any EventLoop) -> EventLoopFuture<any Channel> {
         let key = Key(source: source.identity, generation: source.generation, destination: destination,
                       tunnel: tunnel, loop: ObjectIdentifier(loop))
+        var created = false
         let connection = tunnels.withLock { t -> EventLoopFuture<Tunnel> in
             if let existing = t[key] { return existing }
+            created = true
             let made = connect(source: source, destination: destination, serverName: serverName, tunnel: tunnel, on: loop)
             t[key] = made
             // Dropped from the pool when it fails or closes; the next
@@ -70,9 +72,10 @@ final class TunnelPool: Sendable {
             }
             return made
         }
-        // Tunnels of an older certificate generation: no new streams; they
-        // close by themselves once their streams end (idle timeout).
-        retireOlder(than: key)
+        // A new tunnel may replace one of an older certificate generation:
+        // that one takes no new streams and closes once its streams end.
+        // (Only then: the common case, an existing tunnel, scans nothing.)
+        if created { retireOlder(than: key) }
         return connection.flatMap { tunnelValue in
             let established = loop.makePromise(of: Void.self)
             let stream = tunnelValue.multiplexer.createStreamChannel { stream in
