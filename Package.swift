@@ -34,6 +34,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // OTLP over HTTP only: the OTLPGRPC trait would bring gRPC into the build.
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
     ],
     targets: [
         .target(name: "WeftCore", swiftSettings: swiftSettings),
@@ -116,10 +120,24 @@ let package = Package(
             swiftSettings: swiftSettings,
             plugins: ["BPFObjectsPlugin"]
         ),
+        // Istio-compatible metrics (swift-prometheus), OTLP traces (swift-otel),
+        // JSON access logs, process metrics. No NIO channels: the proxy calls in.
+        .target(
+            name: "WeftTelemetry",
+            dependencies: [
+                "WeftCore",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "WeftProxy",
             dependencies: [
-                "WeftCore", "CWeftShim", "WeftIdentity", "WeftHTTP",
+                "WeftCore", "CWeftShim", "WeftIdentity", "WeftHTTP", "WeftTelemetry",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -135,7 +153,8 @@ let package = Package(
         .target(
             name: "WeftAgent",
             dependencies: [
-                "WeftCore", "WeftBPF", "WeftProxy", "CWeftShim", "WeftControlClient", "WeftIdentity",
+                "WeftCore", "WeftBPF", "WeftProxy", "CWeftShim", "WeftControlClient", "WeftIdentity", "WeftTelemetry",
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -226,6 +245,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "WeftAgentTests", dependencies: ["WeftAgent"], swiftSettings: swiftSettings),
+        .testTarget(name: "WeftTelemetryTests", dependencies: ["WeftTelemetry", "WeftCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "WeftIntegrationTests",
             dependencies: ["WeftCore"],

@@ -85,6 +85,27 @@ int weft_prog_id(int prog_fd, uint32_t *prog_id)
 	return 0;
 }
 
+int weft_prog_stats(int prog_fd, uint64_t *run_cnt, uint64_t *run_time_ns)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(prog_fd, &info, &len))
+		return -errno;
+	*run_cnt = info.run_cnt;
+	*run_time_ns = info.run_time_ns;
+	return 0;
+}
+
+int weft_enable_run_time_stats(void)
+{
+	/* The kernel counts run time only while some fd asks it to (or the
+	 * kernel.bpf_stats_enabled sysctl is set); weftd holds this fd. */
+	int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+	return fd < 0 ? -errno : fd;
+}
+
 int weft_cgroup_effective_progs(int cgroup_fd, int attach_type, uint32_t *ids, uint32_t *count)
 {
 	__u32 flags = 0;

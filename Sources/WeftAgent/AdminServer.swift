@@ -15,7 +15,7 @@ public final class AdminServer: Sendable {
         self.route = route
     }
 
-    public func bind(host: String, port: Int) async throws -> any NIOChannelLike {
+    public func bind(host: String, port: Int, what: String = "admin.address") async throws -> any NIOChannelLike {
         let route = self.route
         do {
             return ChannelBox(channel: try await ServerBootstrap(group: group)
@@ -28,7 +28,7 @@ public final class AdminServer: Sendable {
                 }
                 .bind(host: host, port: port).get())
         } catch {
-            throw AdminError(message: "cannot listen on admin address \(host):\(port): \(error) (is another weftd using it? set admin.address)")
+            throw AdminError(message: "cannot listen on \(host):\(port) (\(what)): \(error) (is another weftd using it? set \(what))")
         }
     }
 

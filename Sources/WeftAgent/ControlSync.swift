@@ -53,6 +53,7 @@ struct ControlSync {
                 }
                 await renewCertificates(client!)
                 try await client!.putStatus(node: node, await agent.nodeStatus())
+                agent.controlReachable(true)
                 if !lastError.isEmpty {
                     logger.info("weft-control reachable again", metadata: ["version": "\(applied)"])
                     lastError = ""
@@ -61,6 +62,7 @@ struct ControlSync {
             } catch is CancellationError {
                 return
             } catch {
+                agent.controlReachable(false)
                 let text = "\(error)"
                 if text != lastError {
                     logger.warning("control API unavailable; running on the last applied snapshot",

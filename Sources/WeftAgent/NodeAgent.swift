@@ -9,6 +9,8 @@ import WeftBPF
 import WeftCore
 import WeftIdentity
 import WeftProxy
+import WeftTelemetry
+import Prometheus
 
 /// weftd's agent: loads capture, opens the proxy's listeners, and keeps the
 /// node's attachments equal to its configuration (reconcile loop).
@@ -24,6 +26,7 @@ public actor NodeAgent: Service {
         let reloadRequested = Atomic<Bool>(false)
         let stats = Mutex<ProxyStats?>(nil)
         let dns = Mutex<DNSStats?>(nil)
+        let metricsState = Mutex(AgentMetrics.State())
     }
 
     private let shared = Shared()
@@ -36,6 +39,10 @@ public actor NodeAgent: Service {
     private var listeners: [UInt64: ProxyListeners] = [:]
     private var repairs = 0
     private var lastRepair: [String: Date] = [:]
+    private var repairCount: [String: Int] = [:]
+    /// Istio's metrics, access log, traces; the agent's own metrics.
+    public nonisolated let telemetry: Telemetry
+    private nonisolated let agentMetrics: AgentMetrics
     /// Control-plane state: whether a snapshot was ever applied, which one.
     private var synced = false
     public private(set) var appliedVersion: Int64 = 0
@@ -43,11 +50,42 @@ public actor NodeAgent: Service {
     private var certificates: [SpiffeID: WorkloadCertificate] = [:]
     private var tunnelAddresses: [String] = []
 
-    public init(configPath: String, config: NodeConfig, logger: Logger) {
+    public init(configPath: String, config: NodeConfig, logger: Logger) throws {
         self.configPath = configPath
         self.config = config
         self.logger = logger
         self.configStamp = Self.modificationDate(configPath)
+        let registry = PrometheusCollectorRegistry()
+        let t = config.telemetry
+        let accessLog = try t.accessLogOutput.map { output in
+            try AccessLog(output: output == "stdout" ? .stdout : .file(output),
+                          policy: AccessLogPolicy(defaults: .init(enabled: true, samplePercent: t.accessLogSamplePercent),
+                                                  namespaces: t.accessLogNamespaces.mapValues { .init(enabled: $0.enabled, samplePercent: $0.samplePercent) }))
+        }
+        let tracing = try t.tracingEndpoint.map { endpoint in
+            try MeshTracing(settings: .init(endpoint: endpoint, samplePercent: t.tracingSamplePercent,
+                                            serviceName: t.tracingServiceName, node: config.node), logger: logger)
+        }
+        telemetry = Telemetry(metrics: MeshMetrics(registry: registry, cluster: t.cluster, maxSeriesPerMetric: t.maxSeriesPerMetric),
+                              accessLog: accessLog, tracing: tracing, clusterDomain: config.dns.clusterDomain)
+        agentMetrics = AgentMetrics(registry: registry, version: ControlSync.weftdVersion)
+        shared.metricsState.withLock { $0.controlConnected = config.control == nil ? nil : false }
+    }
+
+    /// `/metrics` for Prometheus: Istio's series and the agent's own.
+    public nonisolated func metricsRoute() -> AdminServer.Route {
+        let shared = self.shared
+        let metrics = self.agentMetrics
+        return { path in
+            guard path == "/metrics" || path == "/stats/prometheus" else { return nil }
+            metrics.refresh(shared.metricsState.withLock { $0 }, stats: shared.stats.withLock { $0 }?.snapshot())
+            return (.ok, "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+        }
+    }
+
+    /// Whether the control API answered the last call (for weft_control_connected).
+    nonisolated func controlReachable(_ up: Bool) {
+        shared.metricsState.withLock { $0.controlConnected = up }
     }
 
     // MARK: admin view (any thread)
@@ -100,6 +138,18 @@ public actor NodeAgent: Service {
                     await self.loop()
                 }
             }
+            if let tracing = telemetry.tracing {
+                group.addTask { [logger] in
+                    do {
+                        try await tracing.service.run()
+                    } catch {
+                        logger.warning("trace export stopped", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+            if let log = telemetry.accessLog {
+                group.addTask { await cancelWhenGracefulShutdown { await log.run() } }
+            }
             if let control = config.control {
                 let sync = ControlSync(settings: control, node: config.node, agent: self, logger: logger)
                 group.addTask {
@@ -128,7 +178,8 @@ public actor NodeAgent: Service {
                                        connectTimeout: .milliseconds(Int64(config.connectTimeoutMs)),
                                        idleTimeout: .seconds(Int64(config.idleTimeoutSeconds)),
                                        tunnelPort: config.tunnelPort, dns: dnsSettings(config)),
-            resolver: try dataplane.connectionTable(), workloads: directory, logger: logger)
+            resolver: try dataplane.connectionTable(), workloads: directory, telemetry: telemetry, logger: logger)
+        dataplane.enableRunTimeStats()
         self.proxy = proxy
         shared.stats.withLock { $0 = proxy.stats }
         shared.dns.withLock { $0 = proxy.dns?.stats }
@@ -381,6 +432,7 @@ public actor NodeAgent: Service {
                 case .repaired:
                     repairs += 1
                     lastRepair[key] = now
+                    repairCount[key, default: 0] += 1
                     logger.warning("capture was missing and has been re-attached", metadata: ["target": "\(key)", "cgroup": "\(target.cgroupPath)"])
                 case .attached:
                     logger.info("capture attached", metadata: ["target": "\(key)", "cgroup": "\(target.cgroupPath)"])
@@ -481,6 +533,21 @@ public actor NodeAgent: Service {
             maps: dataplane.mapFill(), appliedVersion: config.control == nil ? nil : appliedVersion,
             proxy: proxy.stats.snapshot())
         shared.report.withLock { $0 = report }
+        var repairsByWorkload: [String: Int] = [:]
+        for w in found {
+            if let k = w.pinKey, let n = repairCount[k] { repairsByWorkload["\(w.ref.namespace.rawValue)/\(w.ref.name.rawValue)"] = n }
+        }
+        let (maps, programs) = (dataplane.mapStats(), dataplane.programStats())
+        let version: Int64? = config.control == nil || !synced ? nil : appliedVersion
+        let expiry = Dictionary(certificates.map { ($0.key.uri, $0.value.certificate.notValidAfter) }, uniquingKeysWith: { a, _ in a })
+        shared.metricsState.withLock {
+            $0.certificateExpiry = expiry
+            $0.report = report
+            $0.repairsByWorkload = repairsByWorkload
+            $0.maps = maps
+            $0.programs = programs
+            $0.appliedVersion = version
+        }
     }
 
     private static func discoverWorkloads(config: NodeConfig, cgroupRoot: String, enabled: Set<NamespaceName>) -> [Discovered] {

@@ -49,7 +49,30 @@ public struct NodeConfig: Sendable, Equatable {
         }
     }
 
+    /// Metrics exporter, traces and access logs (docs/observability.md).
+    public struct Telemetry: Sendable, Equatable {
+        public var cluster = "weft"
+        /// nil: no exporter (`metrics.address: off`).
+        public var metricsHost: String? = "0.0.0.0"
+        public var metricsPort = 15020
+        public var maxSeriesPerMetric = 10_000
+        /// nil: no tracing.
+        public var tracingEndpoint: String?
+        public var tracingSamplePercent: Double = 1
+        public var tracingServiceName = "weftd"
+        /// nil: no access log; "stdout" or an absolute path.
+        public var accessLogOutput: String?
+        public var accessLogSamplePercent: Double = 100
+        public var accessLogNamespaces: [String: AccessLogRule] = [:]
+
+        public struct AccessLogRule: Sendable, Equatable {
+            public var enabled: Bool
+            public var samplePercent: Double
+        }
+    }
+
     public var node: String
+    public var telemetry = Telemetry()
     public var dns = DNS()
     /// nil: namespaces and workloads come from this file.
     public var control: Control?
@@ -109,7 +132,7 @@ public struct NodeConfig: Sendable, Equatable {
             throw ValidationError(field: "(root)", "expected a mapping with at least `node:`")
         }
         let r = Reader(map: map, path: "")
-        try r.allowOnly(["node", "cgroupRoot", "bpfRoot", "reconcileIntervalMs", "proxy", "admin", "capture", "namespaces", "workloads", "control", "dns"])
+        try r.allowOnly(["node", "cgroupRoot", "bpfRoot", "reconcileIntervalMs", "proxy", "admin", "capture", "namespaces", "workloads", "control", "dns", "telemetry"])
 
         let node = try r.string("node", required: true)!
         guard DNSLabel.isValid(node) else {
@@ -143,6 +166,63 @@ public struct NodeConfig: Sendable, Equatable {
                 }
                 cfg.adminHost = ip.description
                 cfg.adminPort = Int(port)
+            }
+        }
+        if let t = try r.sub("telemetry") {
+            try t.allowOnly(["cluster", "metrics", "tracing", "accessLog"])
+            if let c = try t.string("cluster") {
+                guard DNSLabel.isValid(c) else { throw ValidationError(field: "telemetry.cluster", "\"\(c)\" must be a DNS label") }
+                cfg.telemetry.cluster = c
+            }
+            if let m = try t.sub("metrics") {
+                try m.allowOnly(["address", "maxSeriesPerMetric"])
+                if let addr = try m.string("address") {
+                    if addr == "off" {
+                        cfg.telemetry.metricsHost = nil
+                    } else {
+                        guard let (ip, port) = IPAddress.parseEndpoint(addr) else {
+                            throw ValidationError(field: "telemetry.metrics.address", "\"\(addr)\" must be ip:port, [ipv6]:port or off")
+                        }
+                        cfg.telemetry.metricsHost = ip.description
+                        cfg.telemetry.metricsPort = Int(port)
+                    }
+                }
+                cfg.telemetry.maxSeriesPerMetric = try m.int("maxSeriesPerMetric", in: 1...1_000_000) ?? 10_000
+            }
+            if let tr = try t.sub("tracing") {
+                try tr.allowOnly(["endpoint", "samplePercent", "serviceName"])
+                if let e = try tr.string("endpoint") {
+                    guard let url = URL(string: e), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                        throw ValidationError(field: "telemetry.tracing.endpoint", "\"\(e)\" must be an http(s) URL, such as http://jaeger:4318/v1/traces")
+                    }
+                    cfg.telemetry.tracingEndpoint = e
+                }
+                cfg.telemetry.tracingSamplePercent = try tr.percent("samplePercent") ?? 1
+                if let n = try tr.string("serviceName") {
+                    guard !n.isEmpty else { throw ValidationError(field: "telemetry.tracing.serviceName", "must not be empty") }
+                    cfg.telemetry.tracingServiceName = n
+                }
+            }
+            if let a = try t.sub("accessLog") {
+                try a.allowOnly(["output", "samplePercent", "namespaces"])
+                if let o = try a.string("output") {
+                    guard o == "stdout" || o == "off" || o.hasPrefix("/") else {
+                        throw ValidationError(field: "telemetry.accessLog.output", "\"\(o)\" must be stdout, off or an absolute file path")
+                    }
+                    cfg.telemetry.accessLogOutput = o == "off" ? nil : o
+                }
+                cfg.telemetry.accessLogSamplePercent = try a.percent("samplePercent") ?? 100
+                if let ns = try a.sub("namespaces") {
+                    for (k, _) in ns.map {
+                        guard let name = k.string, (try? NamespaceName(name)) != nil else {
+                            throw ValidationError(field: "telemetry.accessLog.namespaces", "\"\(k.string ?? "?")\" is not a namespace name")
+                        }
+                        guard let rule = try ns.sub(name) else { continue }
+                        try rule.allowOnly(["enabled", "samplePercent"])
+                        cfg.telemetry.accessLogNamespaces[name] = .init(enabled: try rule.bool("enabled") ?? true,
+                                                                        samplePercent: try rule.percent("samplePercent") ?? 100)
+                    }
+                }
             }
         }
         if let d = try r.sub("dns") {
@@ -369,6 +449,18 @@ private struct Reader {
         return v
     }
 
+    /// A percentage, 0 to 100, fractions allowed.
+    func percent(_ key: String) throws -> Double? {
+        guard let n = node(key) else { return nil }
+        guard let v = n.float ?? n.int.map(Double.init) else {
+            throw ValidationError(field: path + key, "must be a number from 0 to 100")
+        }
+        guard (0...100).contains(v) else {
+            throw ValidationError(field: path + key, "must be 0 to 100, not \(v)")
+        }
+        return v
+    }
+
     func bool(_ key: String) throws -> Bool? {
         guard let n = node(key) else { return nil }
         guard let b = n.bool else { throw ValidationError(field: path + key, "must be true or false") }
@@ -417,6 +509,7 @@ extension NodeConfig {
         keep("proxy.outboundPort", \.outboundPort)
         keep("proxy.tunnelPort", \.tunnelPort)
         keep("dns", \.dns)
+        keep("telemetry", \.telemetry)
         keep("proxy.mark", \.proxyMark)
         keep("proxy.connectTimeoutMs", \.connectTimeoutMs)
         keep("proxy.idleTimeoutSeconds", \.idleTimeoutSeconds)

@@ -126,6 +126,7 @@ public final class CaptureDataplane {
     }
 
     deinit {
+        if statsFD >= 0 { close(statsFD) }
         bpf_object__close(object)
     }
 
@@ -262,6 +263,42 @@ public final class CaptureDataplane {
         let fd = dup(try mapFD("weft_tuple"))
         guard fd >= 0 else { throw BPFError("dup weft_tuple fd", errno: errno) }
         return CapturedConnectionTable(fd: fd)
+    }
+
+    /// Entries and capacity of each map (walks the keys: for the admin API
+    /// and the metrics exporter, not the data path).
+    public func mapStats() -> [(name: String, entries: Int, maxEntries: Int)] {
+        var out: [(name: String, entries: Int, maxEntries: Int)] = []
+        for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size), ("weft_dns_orig", 8)] {
+            guard let map = bpf_object__find_map_by_name(object, name), let fd = try? mapFD(name) else { continue }
+            out.append((name, Self.countEntries(fd: fd, keySize: keySize), Int(bpf_map__max_entries(map))))
+        }
+        return out
+    }
+
+    /// Each program's run count and run time from the kernel (counted while
+    /// ``enableRunTimeStats()``'s fd is open).
+    public func programStats() -> [(name: String, runCount: UInt64, runTimeNanoseconds: UInt64)] {
+        CaptureHook.allCases.compactMap { hook in
+            guard let prog = programs[hook] else { return nil }
+            var count: UInt64 = 0, ns: UInt64 = 0
+            guard weft_prog_stats(bpf_program__fd(prog), &count, &ns) == 0 else { return nil }
+            return (hook.rawValue, count, ns)
+        }
+    }
+
+    private var statsFD: Int32 = -1
+
+    /// Asks the kernel to count programs' run time while this dataplane lives.
+    public func enableRunTimeStats() {
+        guard statsFD < 0 else { return }
+        let fd = weft_enable_run_time_stats()
+        if fd >= 0 {
+            statsFD = fd
+        } else {
+            logger.info("eBPF run-time statistics unavailable; weft_bpf_program_run_* stay at 0",
+                        metadata: ["error": "\(String(cString: strerror(-fd)))"])
+        }
     }
 
     /// Entries in each map (walks the keys: for the admin API, not the data path).

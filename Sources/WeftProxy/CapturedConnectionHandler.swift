@@ -64,7 +64,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 try ops.addHandlers([
                     ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
                     HTTPResponseEncoder(),
-                    HTTPRouter(proxy: proxy, netns: netns, service: routed, source: workload),
+                    HTTPRouter(proxy: proxy, netns: netns, role: .source(service: routed, workload: workload)),
                 ])
                 ops.removeHandler(context: context, promise: nil)
                 channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
@@ -74,10 +74,10 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             return
         }
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let hops: [Hop]
+        let planned: Planned
         switch proxy.plan(original, source: workload) {
-        case .success(let planned):
-            hops = planned
+        case .success(let p):
+            planned = p
         case .failure(let refusal):
             logger.info("connection refused by the proxy", metadata: [
                 "source": "\(workload.map(String.init(describing:)) ?? "unknown")",
@@ -87,7 +87,8 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         }
         let proxy = self.proxy
         let netns = self.netns
-        proxy.connectFirst(hops[...], netns: netns, on: context.eventLoop).whenComplete { result in
+        let headers = proxy.connectHeaders(source: proxy.sourceLabels(workload), protocol: nil)
+        proxy.connectFirst(planned.hops[...], netns: netns, connectHeaders: headers, on: context.eventLoop).whenComplete { result in
             let context = loopBoundContext.value
             switch result {
             case .success(let (upstream, hop)):
@@ -99,8 +100,11 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                     stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local,
                                      source: pair.source, destination: pair.destination)
                 }
+                let traffic = proxy.sourceTraffic(source: workload, hop: hop, service: planned.service, protocol: "tcp")
+                let meter = proxy.meter(traffic, alsoDestination: hop.isLocalMeshed, upstream: hop.target.description,
+                                        transport: hop.isTunnel ? "hbone" : "tcp")
                 do {
-                    try proxy.relay(downstream: channel, upstream: upstream, removing: context)
+                    try proxy.relay(downstream: channel, upstream: upstream, meter: meter, removing: context)
                 } catch {
                     upstream.close(promise: nil)
                     Self.reset(channel)

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP2
 
 /// Joins two channels on one event loop and relays bytes both ways:
 /// - backpressure: a side reads only while its partner is writable;
@@ -59,8 +60,13 @@ final class GlueHandler: ChannelDuplexHandler {
             inputEnded = true
             partner?.partnerShutdownOutput()
             if partner?.inputEnded ?? true {
-                context.close(promise: nil)
-                partner?.partnerClose()
+                // Both directions ended cleanly: each side finishes as its
+                // transport does. An HTTP/2 stream closes by itself once both
+                // END_STREAMs are out; closing it outright could overtake its
+                // own END_STREAM and reset it, and peers count resets (NIO's
+                // rapid-reset guard drops a connection after 200 in 30 s).
+                Self.finish(context)
+                partner?.partnerFinish()
             }
             return
         }
@@ -109,6 +115,21 @@ final class GlueHandler: ChannelDuplexHandler {
 
     private func partnerClose() {
         context?.close(promise: nil)
+    }
+
+    private func partnerFinish() {
+        if let context { Self.finish(context) }
+    }
+
+    /// Closes a socket now; leaves a stream to close itself, with a deadline.
+    private static func finish(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        let isStream = (try? channel.syncOptions?.getOption(HTTP2StreamChannelOptions.streamID)) != nil
+        if isStream {
+            channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     private var partnerWritable: Bool {

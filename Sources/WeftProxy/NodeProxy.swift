@@ -6,6 +6,7 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 import WeftCore
+import WeftTelemetry
 
 public struct ProxyConfiguration: Sendable, Hashable {
     public var outboundPort: UInt16
@@ -52,6 +53,8 @@ public final class NodeProxy: Sendable {
     let config: ProxyConfiguration
     let logger: Logger
     public let stats = ProxyStats()
+    /// Istio's metrics, access logs and traces.
+    public let telemetry: Telemetry
     /// The DNS server for meshed workloads, when enabled.
     public let dns: DNSService?
     let pool: TunnelPool
@@ -59,8 +62,9 @@ public final class NodeProxy: Sendable {
     private let inboundServer = Mutex<InboundTunnelServer?>(nil)
 
     public init(config: ProxyConfiguration, resolver: any CapturedConnectionResolver, workloads: any WorkloadResolver,
-                threads: Int = Int(weft_affinity_cpu_count()), logger: Logger) {
+                threads: Int = Int(weft_affinity_cpu_count()), telemetry: Telemetry = .metricsOnly(), logger: Logger) {
         self.config = config
+        self.telemetry = telemetry
         self.resolver = resolver
         self.workloads = workloads
         self.logger = logger

@@ -5,7 +5,9 @@ import WeftCore
 /// One way to reach a destination.
 enum Hop: Sendable, CustomStringConvertible {
     /// Plain TCP: a workload on this node, or a destination outside the mesh.
-    case direct(OriginalDestination, identities: IdentityPair?)
+    /// `destination` is the workload when the mesh knows it; `sourceIdentity`
+    /// the dialling workload's identity, when it has one.
+    case direct(OriginalDestination, destination: MeshDirectory.Entry?, sourceIdentity: String?)
     /// An HBONE stream through the destination's node.
     case tunnel(OriginalDestination, source: TunnelCredential, destination: MeshDirectory.Entry)
 
@@ -19,19 +21,49 @@ enum Hop: Sendable, CustomStringConvertible {
         return false
     }
 
+    /// Both identities, when both ends are meshed workloads the proxy knows
+    /// (across nodes from certificates; on one node from the cgroups).
     var identities: IdentityPair? {
         switch self {
-        case .direct(_, let pair): return pair
+        case .direct(_, let destination, let source):
+            guard let destination, destination.mesh, let source else { return nil }
+            return IdentityPair(source: source, destination: destination.identity)
         case .tunnel(_, let source, let destination): return IdentityPair(source: source.identity, destination: destination.identity)
         }
     }
 
+    var destinationEntry: MeshDirectory.Entry? {
+        switch self {
+        case .direct(_, let d, _): return d
+        case .tunnel(_, _, let d): return d
+        }
+    }
+
+    var target: OriginalDestination {
+        switch self {
+        case .direct(let t, _, _): return t
+        case .tunnel(let t, _, _): return t
+        }
+    }
+
+    /// The destination proxy is this one: a meshed workload of this node.
+    var isLocalMeshed: Bool {
+        if case .direct(_, let d, _) = self, let d, d.mesh, identities != nil { return true }
+        return false
+    }
+
     var description: String {
         switch self {
-        case .direct(let d, _): return "\(d) direct"
+        case .direct(let d, _, _): return "\(d) direct"
         case .tunnel(let d, _, let e): return "\(d) via HBONE to \(e.identity)"
         }
     }
+}
+
+/// How a connection travels, and the Service it was addressed to (nil: no Service).
+struct Planned: Sendable {
+    var hops: [Hop]
+    var service: (namespace: String, name: String)?
 }
 
 struct Refusal: Error, CustomStringConvertible {
@@ -44,10 +76,13 @@ extension NodeProxy {
     /// another node is reached only through a tunnel with the source
     /// workload's certificate: without one the connection is refused, never
     /// sent in plaintext.
-    func plan(_ original: OriginalDestination, source: WorkloadRef?) -> Result<[Hop], Refusal> {
+    func plan(_ original: OriginalDestination, source: WorkloadRef?) -> Result<Planned, Refusal> {
         let directory = mesh.current
         var targets: [(OriginalDestination, MeshDirectory.Lookup)] = []
+        var serviceName: (namespace: String, name: String)?
         if let service = services.endpoints(for: original.address, port: original.port) {
+            let parts = service.service.split(separator: "/", maxSplits: 1).map(String.init)
+            if parts.count == 2 { serviceName = (parts[0], parts[1]) }
             if service.endpoints.isEmpty {
                 stats.noHealthyEndpoint.add(1, ordering: .relaxed)
                 return .failure(Refusal(description: "service \(service.service) has no endpoints"))
@@ -74,15 +109,14 @@ extension NodeProxy {
         for (target, lookup) in targets {
             switch lookup {
             case .external:
-                hops.append(.direct(target, identities: nil))
+                hops.append(.direct(target, destination: nil, sourceIdentity: sourceIdentity))
             case .ambiguous:
                 refusals.append(TunnelError.ambiguousDestination("\(target)").description)
             case .workload(let entry):
-                let pair = sourceIdentity.map { Hop.IdentityPair(source: $0, destination: entry.identity) }
                 if entry.node == directory.localNode || !entry.mesh {
                     // Same node: no wire to protect; both identities are known.
                     // Outside the mesh: plaintext is what the destination speaks.
-                    hops.append(.direct(target, identities: entry.mesh ? pair : nil))
+                    hops.append(.direct(target, destination: entry, sourceIdentity: sourceIdentity))
                     continue
                 }
                 guard let sourceIdentity else {
@@ -99,16 +133,16 @@ extension NodeProxy {
         if hops.isEmpty {
             return .failure(Refusal(description: refusals.joined(separator: "; ")))
         }
-        return .success(hops)
+        return .success(Planned(hops: hops, service: serviceName))
     }
 
     /// Tries each hop in turn until one connects (a dead node's endpoint is
     /// skipped for the next).
-    func connectFirst(_ hops: ArraySlice<Hop>, netns: NetworkNamespace,
+    func connectFirst(_ hops: ArraySlice<Hop>, netns: NetworkNamespace, connectHeaders: [(String, String)] = [],
                       on loop: any EventLoop) -> EventLoopFuture<(any Channel, Hop)> {
         @Sendable func attempt(_ rest: ArraySlice<Hop>) -> EventLoopFuture<(any Channel, Hop)> {
             let hop = rest.first!
-            return open(hop, netns: netns, on: loop).map { ($0, hop) }.flatMapError { error in
+            return open(hop, netns: netns, connectHeaders: connectHeaders, on: loop).map { ($0, hop) }.flatMapError { error in
                 let remaining = rest.dropFirst()
                 guard !remaining.isEmpty else { return loop.makeFailedFuture(error) }
                 self.logger.info("endpoint did not answer; trying the next", metadata: ["endpoint": "\(hop)", "error": "\(error)"])
@@ -118,10 +152,12 @@ extension NodeProxy {
         return attempt(hops)
     }
 
-    /// Opens the upstream side of one hop on `loop`.
-    func open(_ hop: Hop, netns: NetworkNamespace, on loop: any EventLoop) -> EventLoopFuture<any Channel> {
+    /// Opens the upstream side of one hop on `loop`. `connectHeaders` go on
+    /// an HBONE CONNECT (the source's telemetry labels, the stream's protocol).
+    func open(_ hop: Hop, netns: NetworkNamespace, connectHeaders: [(String, String)] = [],
+              on loop: any EventLoop) -> EventLoopFuture<any Channel> {
         switch hop {
-        case .direct(let target, _):
+        case .direct(let target, _, _):
             return connectUpstream(to: target, netns: netns, on: loop)
         case .tunnel(let target, let source, let destination):
             let authority = target.description
@@ -129,19 +165,28 @@ extension NodeProxy {
             let serverName = MeshDirectory.serverName(namespace: destination.ref.namespace.rawValue,
                                                       serviceAccount: destination.serviceAccount)
             return pool.openStream(source: source, destination: destination.identity, serverName: serverName,
-                                   tunnel: tunnel, authority: authority, on: loop)
+                                   tunnel: tunnel, authority: authority, headers: connectHeaders, on: loop)
         }
     }
 
     /// Joins two channels of one event loop with the relay, replacing the
     /// handler at `context` on the downstream side, and starts reading both.
     func relay(downstream: any Channel, downstreamHandlers: [any ChannelHandler] = [],
-               upstream: any Channel, removing context: ChannelHandlerContext) throws {
+               upstream: any Channel, meter: ConnectionMeter? = nil, removing context: ChannelHandlerContext) throws {
         let stats = self.stats
         let idle = config.idleTimeout
         let (down, up) = GlueHandler.matchedPair(
-            downstreamBytes: { stats.bytesFromWorkloads.add($0, ordering: .relaxed) },
-            upstreamBytes: { stats.bytesToWorkloads.add($0, ordering: .relaxed) })
+            downstreamBytes: { n in
+                stats.bytesFromWorkloads.add(n, ordering: .relaxed)
+                meter?.request(n)
+            },
+            upstreamBytes: { n in
+                stats.bytesToWorkloads.add(n, ordering: .relaxed)
+                meter?.response(n)
+            })
+        if let meter {
+            downstream.closeFuture.whenComplete { _ in meter.closed() }
+        }
         try upstream.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: idle), up])
         let ops = context.pipeline.syncOperations
         try ops.addHandlers(downstreamHandlers + [IdleStateHandler(allTimeout: idle), down])

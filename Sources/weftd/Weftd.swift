@@ -39,13 +39,30 @@ struct Run: AsyncParsableCommand {
         } catch {
             fail("invalid configuration \(config): \(error)")
         }
-        let agent = NodeAgent(configPath: config, config: nodeConfig, logger: logger)
-        let admin = AdminServer(route: agent.adminRoute())
-        let adminChannel: any NIOChannelLike
+        let agent: NodeAgent
         do {
-            adminChannel = try await admin.bind(host: nodeConfig.adminHost, port: nodeConfig.adminPort)
+            agent = try NodeAgent(configPath: config, config: nodeConfig, logger: logger)
         } catch {
             fail("\(error)")
+        }
+        let admin = AdminServer(route: agent.adminRoute())
+        let exporter = AdminServer(route: agent.metricsRoute())
+        let adminChannel: any NIOChannelLike
+        var exporterChannel: (any NIOChannelLike)?
+        do {
+            adminChannel = try await admin.bind(host: nodeConfig.adminHost, port: nodeConfig.adminPort)
+            if let host = nodeConfig.telemetry.metricsHost {
+                exporterChannel = try await exporter.bind(host: host, port: nodeConfig.telemetry.metricsPort, what: "telemetry.metrics.address")
+                logger.info("metrics exporter listening", metadata: ["address": "\(host):\(nodeConfig.telemetry.metricsPort)/metrics"])
+            }
+        } catch {
+            fail("\(error)")
+        }
+        defer {
+            Task { [exporterChannel] in
+                try? await exporterChannel?.close()
+                await exporter.shutdown()
+            }
         }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)],

@@ -60,9 +60,16 @@ struct ConfigurationDocsTests {
             case keys == ["name", "mesh"]: prefix = "namespaces[]."
             case keys.contains("cgroup"): prefix = "workloads[]."
             case keys.contains("tokenFile"): prefix = "control."
+            case keys.contains("accessLog"): prefix = "telemetry."
+            case keys.contains("maxSeriesPerMetric"): prefix = "telemetry.metrics."
+            case keys.contains("serviceName"): prefix = "telemetry.tracing."
+            case keys.contains("output"): prefix = "telemetry.accessLog."
+            case keys == ["enabled", "samplePercent"]: prefix = "telemetry.accessLog.namespaces.<ns>."
             default: prefix = "?\(reader)."
             }
-            for key in keys where !(prefix.isEmpty && ["proxy", "admin", "capture", "namespaces", "workloads", "control", "dns"].contains(key)) {
+            for key in keys where !(prefix.isEmpty && ["proxy", "admin", "capture", "namespaces", "workloads", "control", "dns", "telemetry"].contains(key))
+            && !(prefix == "telemetry." && ["metrics", "tracing", "accessLog"].contains(key))
+            && !(prefix == "telemetry.accessLog." && key == "namespaces") {
                 checked += 1
                 #expect(Self.docs.contains("`\(prefix)\(key)`"), "weftd.yaml key \(prefix)\(key) is not in docs/configuration.md")
             }

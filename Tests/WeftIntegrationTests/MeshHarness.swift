@@ -176,7 +176,7 @@ struct TLSProbe: CustomStringConvertible {
 /// Runs `body` against a mesh of `count` nodes, each joined to one
 /// weft-control on the fabric. Everything is torn down afterwards, whatever
 /// `body` does.
-func withMesh(nodes count: Int, controlArguments: [String] = [],
+func withMesh(nodes count: Int, controlArguments: [String] = [], nodeConfig: (Int) -> String = { _ in "" },
               _ body: (Mesh) async throws -> Void) async throws {
     try TestEnvironment.requireRoot()
     await NodeGate.shared.acquire()
@@ -200,9 +200,9 @@ func withMesh(nodes count: Int, controlArguments: [String] = [],
     do {
         try fabric.setUp()
         try await control.start()
-        for node in nodes {
+        for (i, node) in nodes.enumerated() {
             try node.setUp()
-            try await node.configureJoin(control)
+            try await node.configureJoin(control, extraConfig: nodeConfig(i))
             try node.startWeftd()
         }
         for node in nodes { try await waitJoined(node) }

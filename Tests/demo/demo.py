@@ -104,6 +104,8 @@ demo: the mesh is up.
 Where to look (another shell, as root):
   {ctl}
   nsenter --net=/run/netns/{lab.netns["a"]} curl -s 127.0.0.1:15021/debug/capture     # capture, proxy, HBONE, DNS
+  nsenter --net=/run/netns/{lab.netns["a"]} curl -s {ADDR["a"]}:15020/metrics | grep ^istio_requests_total   # Prometheus exporter (node b: {ADDR["b"]}:15020)
+  dashboards: docs/grafana/ (see docs/observability.md); traces: set telemetry.tracing.endpoint in weftd.yaml
   logs: {logs}
 {"Running for " + DURATION + " s." if DURATION else "Ctrl-C to stop; everything is removed on exit."}
 ''', flush=True)

@@ -23,6 +23,10 @@ struct bpf_object *weft_bpf_open_mem(const void *buf, size_t len, const char *na
 /* Link and program facts from the kernel. Return 0 or -errno. */
 int weft_link_info(int link_fd, uint32_t *prog_id, uint64_t *cgroup_id, uint32_t *attach_type);
 int weft_prog_id(int prog_fd, uint32_t *prog_id);
+/* Run count and total run time (ns) of a program (kernel BPF stats). */
+int weft_prog_stats(int prog_fd, uint64_t *run_cnt, uint64_t *run_time_ns);
+/* Turns on run-time statistics while the returned fd stays open. */
+int weft_enable_run_time_stats(void);
 /* Programs effective on a cgroup for one attach type (inherited ones included). */
 int weft_cgroup_effective_progs(int cgroup_fd, int attach_type, uint32_t *ids, uint32_t *count);
 

@@ -57,7 +57,8 @@ enum NodeSnapshotBuilder {
             peers.append(NodeSnapshot.Peer(
                 namespace: ns.rawValue, name: r.metadata.name, node: spec.node, serviceAccount: spec.serviceAccount,
                 mesh: meshed.contains(ns.rawValue), addresses: spec.addresses.map(\.description),
-                ports: spec.ports.map { Int($0.port) }))
+                ports: spec.ports.map { Int($0.port) },
+                labels: r.metadata.labels.isEmpty ? nil : r.metadata.labels))
         }
         return NodeSnapshot(
             version: view.version, node: node, trustDomain: trustDomain,

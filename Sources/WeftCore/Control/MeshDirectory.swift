@@ -12,6 +12,8 @@ public struct MeshDirectory: Sendable, Equatable {
         public var ports: Set<UInt16>
         /// `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccount>`.
         public var identity: String
+        /// The workload's labels: telemetry's app and version.
+        public var labels: [String: String] = [:]
 
         public var description: String { "\(ref) (\(identity)) on \(node)" }
     }
@@ -47,7 +49,8 @@ public struct MeshDirectory: Sendable, Equatable {
             let entry = Entry(
                 ref: WorkloadRef(namespace: ns, name: name), node: p.node, serviceAccount: p.serviceAccount,
                 mesh: p.mesh, ports: Set(p.ports.compactMap { UInt16(exactly: $0) }),
-                identity: Self.identity(trustDomain: snapshot.trustDomain, namespace: p.namespace, serviceAccount: p.serviceAccount))
+                identity: Self.identity(trustDomain: snapshot.trustDomain, namespace: p.namespace, serviceAccount: p.serviceAccount),
+                labels: p.labels ?? [:])
             byRef[entry.ref] = entry
             for a in p.addresses {
                 if let ip = IPAddress(a) { byAddress[ip, default: []].append(entry) }

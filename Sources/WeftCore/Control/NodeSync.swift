@@ -92,9 +92,12 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
         /// Declared ports; a destination port outside them still matches when
         /// the address is the workload's alone.
         public var ports: [Int]
+        /// The workload's labels (telemetry reads app and version from them).
+        public var labels: [String: String]?
 
         public init(namespace: String, name: String, node: String, serviceAccount: String, mesh: Bool,
-                    addresses: [String], ports: [Int]) {
+                    addresses: [String], ports: [Int], labels: [String: String]? = nil) {
+            self.labels = labels
             self.namespace = namespace
             self.name = name
             self.node = node

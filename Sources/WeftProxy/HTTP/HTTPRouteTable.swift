@@ -17,6 +17,10 @@ public final class HTTPRouteTable: Sendable {
         var byVIP: [ServiceTable.Key: Port] = [:]
         /// A backendRef names a Service and port; the proxy dials its virtual IP.
         var vipByName: [String: IPAddress] = [:]
+        /// A workload's address and port → the Service it serves there (the
+        /// first by name, when several select it): the destination proxy's
+        /// `destination_service`.
+        var serviceByEndpoint: [ServiceTable.Key: (namespace: String, name: String)] = [:]
     }
 
     private let state = Mutex(State())
@@ -30,6 +34,16 @@ public final class HTTPRouteTable: Sendable {
             guard let vip = IPAddress(svc.virtualIP) else { continue }
             s.vipByName["\(svc.namespace)/\(svc.name)"] = vip
             for p in svc.ports {
+                if let target = UInt16(exactly: p.targetPort ?? p.port) {
+                    for e in svc.endpoints {
+                        for a in e.addresses {
+                            guard let ip = IPAddress(a) else { continue }
+                            let key = ServiceTable.Key(address: ip, port: target)
+                            if let held = s.serviceByEndpoint[key], (held.namespace, held.name) < (svc.namespace, svc.name) { continue }
+                            s.serviceByEndpoint[key] = (svc.namespace, svc.name)
+                        }
+                    }
+                }
                 guard let port = UInt16(exactly: p.port) else { continue }
                 let compiled = CompiledRoutes(routes: routes, namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
                 if !compiled.isEmpty {
@@ -43,6 +57,10 @@ public final class HTTPRouteTable: Sendable {
 
     func routes(for address: IPAddress, port: UInt16) -> Port? {
         state.withLock { $0.byVIP[ServiceTable.Key(address: address, port: port)] }
+    }
+
+    func service(ofEndpoint address: IPAddress, port: UInt16) -> (namespace: String, name: String)? {
+        state.withLock { $0.serviceByEndpoint[ServiceTable.Key(address: address, port: port)] }
     }
 
     func virtualIP(namespace: String, service: String) -> IPAddress? {

@@ -1,7 +1,9 @@
 import NIOCore
 import NIOHTTP1
+import Foundation
 import WeftCore
 import WeftHTTP
+import WeftTelemetry
 
 /// HTTP/1.1 at the source node, for a Service port an HTTPRoute attaches to:
 /// each request is checked (headers, path), routed by the route's rules
@@ -19,10 +21,18 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// At the source node: routes to a backend. At the destination node (an
+    /// HBONE stream the source proxy marked as HTTP): to the workload the
+    /// stream was opened for, as the destination proxy's telemetry sees it.
+    enum Role {
+        case source(service: HTTPRouteTable.Port, workload: WorkloadRef?)
+        case destination(target: OriginalDestination, traffic: TrafficLabels)
+    }
+
     private let proxy: NodeProxy
     private let netns: NetworkNamespace
-    private let service: HTTPRouteTable.Port
-    private let source: WorkloadRef?
+    private let role: Role
+    private var inputClosed = false
 
     /// Parts of requests not started yet (pipelining), in order.
     private var queued: [HTTPServerRequestPart] = []
@@ -40,15 +50,30 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         /// Answered locally: the rest of the request is read and dropped.
         var discarding = false
         var responseFilters: [HTTPRouteSpec.HeaderModifier] = []
+        // Telemetry: what is reported when the response ends.
+        let started = Date()
+        let startedAt = NIODeadline.now()
+        var method = ""
+        var path = ""
+        var authority: String?
+        var requestID: String?
+        var traceID: String?
+        var requestBytes = 0
+        var responseBytes = 0
+        var responseCode = 0
+        /// One per reporter this proxy is (source; destination too on one node).
+        var traffic: [TrafficLabels] = []
+        var spans: [MeshTracing.RequestSpan] = []
+        var upstreamHost: String?
+        var reported = false
 
         init(keepAlive: Bool) { self.keepAlive = keepAlive }
     }
 
-    init(proxy: NodeProxy, netns: NetworkNamespace, service: HTTPRouteTable.Port, source: WorkloadRef?) {
+    init(proxy: NodeProxy, netns: NetworkNamespace, role: Role) {
         self.proxy = proxy
         self.netns = netns
-        self.service = service
-        self.source = source
+        self.role = role
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -97,6 +122,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func continueRequest(_ part: HTTPServerRequestPart, _ exchange: Exchange) {
         if case .end = part { exchange.requestEnded = true }
+        if case .body(let b) = part { exchange.requestBytes += b.readableBytes }
         if exchange.discarding { return }
         if let upstream = exchange.upstream {
             upstream.writeAndFlush(Self.clientPart(part), promise: nil)
@@ -108,7 +134,13 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private func start(_ head: HTTPRequestHead) {
         let exchange = Exchange(keepAlive: head.isKeepAlive)
         current = exchange
+        exchange.method = head.method.rawValue
+        exchange.path = head.uri
+        exchange.requestBytes = Self.size(of: head)
         let headers = head.headers.map { (name: $0.name, value: $0.value) }
+        exchange.authority = head.headers.first(name: "host")
+        exchange.requestID = head.headers.first(name: "x-request-id")
+        if case .destination(_, let traffic) = role { exchange.traffic = [traffic] }
         do {
             try HeaderValidation.check(headers)
         } catch {
@@ -120,6 +152,56 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         } catch {
             return reply(exchange, .badRequest, flag: nil, body: "invalid request path: \(error)\n", close: true)
         }
+        exchange.path = target.path
+        switch role {
+        case .source(let service, let workload):
+            startAtSource(head, headers: headers, target: target, service: service, workload: workload, exchange)
+        case .destination(let destination, _):
+            startAtDestination(head, headers: headers, target: target, destination: destination, exchange)
+        }
+    }
+
+    /// The destination proxy's side: a server span, then the workload.
+    private func startAtDestination(_ head: HTTPRequestHead, headers: [(name: String, value: String)],
+                                    target: PathNormalization.Target, destination: OriginalDestination,
+                                    _ exchange: Exchange) {
+        var out = HeaderValidation.forwardable(headers)
+        if let tracing = proxy.telemetry.tracing, let traffic = exchange.traffic.first {
+            let span = tracing.start("\(traffic.service.host):\(destination.port)/*", kind: .server, headers: &out)
+            describe(span, exchange, traffic: traffic, target: target)
+            exchange.spans.append(span)
+        }
+        exchange.traceID = MeshTracing.traceID(out)
+        var forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: target.requestTarget,
+                                        headers: HTTPHeaders(out.map { ($0.name, $0.value) }))
+        forwarded.headers.remove(name: "connection")
+        exchange.upstreamHost = destination.description
+        guard let context else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let stats = proxy.stats
+        proxy.connectUpstream(to: destination, netns: netns, on: context.eventLoop).whenComplete { result in
+            let router = loopBound.value
+            guard router.current === exchange else {
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .failure:
+                stats.upstreamConnectFailures.add(1, ordering: .relaxed)
+                router.reply(exchange, .serviceUnavailable, flag: "UF", body: "upstream connect failure\n", close: false)
+            case .success(let upstream):
+                router.attach(upstream, exchange: exchange, head: forwarded)
+            }
+        }
+    }
+
+    private func startAtSource(_ head: HTTPRequestHead, headers: [(name: String, value: String)],
+                               target: PathNormalization.Target, service: HTTPRouteTable.Port, workload: WorkloadRef?,
+                               _ exchange: Exchange) {
+        // Until a backend answers, the request is reported against the routed Service.
+        let routedService = (namespace: service.namespace, name: service.service)
+        exchange.traffic = [TrafficLabels(reporter: .source, source: proxy.sourceLabels(workload), destination: .unknown,
+                                          service: proxy.serviceLabels(routedService), requestProtocol: "http", security: .none)]
         let view = RequestView(method: head.method.rawValue, path: target.path, query: target.query, headers: headers)
         guard let selected = service.routes.select(view) else {
             proxy.stats.httpNoRoute.add(1, ordering: .relaxed)
@@ -152,21 +234,33 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         for m in requestModifiers { Self.apply(m, to: &out) }
         if !out.contains(name: "x-request-id") { out.add(name: "x-request-id", value: Self.requestID()) }
         if !out.contains(name: "x-forwarded-proto") { out.add(name: "x-forwarded-proto", value: "http") }
-        var forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: target.requestTarget, headers: out)
-        forwarded.headers.remove(name: "connection")
+        exchange.requestID = out.first(name: "x-request-id")
+        let backendService = (namespace: backendNamespace, name: backend.backend.name)
+        exchange.traffic[0].service = proxy.serviceLabels(backendService)
 
         let destination = OriginalDestination(address: vip, port: backend.backend.port, socketFamily: vip.isIPv4 ? 2 : 10,
                                               pid: 0, cgroupID: 0, netnsCookie: 0)
         let hops: [Hop]
-        switch proxy.plan(destination, source: source) {
-        case .success(let h): hops = h
+        switch proxy.plan(destination, source: workload) {
+        case .success(let planned): hops = planned.hops
         case .failure(let refusal):
             return reply(exchange, .serviceUnavailable, flag: "UH", body: "no healthy upstream: \(refusal)\n", close: false)
         }
+        var list = out.map { (name: $0.name, value: $0.value) }
+        if let tracing = proxy.telemetry.tracing {
+            let span = tracing.start("\(exchange.traffic[0].service.host):\(backend.backend.port)/*", kind: .client, headers: &list)
+            describe(span, exchange, traffic: exchange.traffic[0], target: target)
+            exchange.spans.append(span)
+        }
+        var forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: target.requestTarget,
+                                        headers: HTTPHeaders(list.map { ($0.name, $0.value) }))
+        forwarded.headers.remove(name: "connection")
         guard let context else { return }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let stats = proxy.stats
-        proxy.connectFirst(hops[...], netns: netns, on: context.eventLoop).whenComplete { result in
+        let proxy = self.proxy
+        let connectHeaders = proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1")
+        proxy.connectFirst(hops[...], netns: netns, connectHeaders: connectHeaders, on: context.eventLoop).whenComplete { result in
             let router = loopBound.value
             guard router.current === exchange else {
                 if case .success(let (channel, _)) = result { channel.close(promise: nil) }
@@ -180,9 +274,77 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 if let pair = hop.identities {
                     stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local, source: pair.source, destination: pair.destination)
                 }
-                router.attach(upstream, exchange: exchange, head: forwarded)
+                exchange.traffic[0].destination = proxy.destinationLabels(hop)
+                exchange.traffic[0].security = hop.identities != nil ? .mutualTLS : .none
+                exchange.upstreamHost = hop.target.description
+                var head = forwarded
+                if hop.isLocalMeshed {
+                    // This proxy is the destination's too: its report and its server span.
+                    let d = exchange.traffic[0].reported(by: .destination)
+                    exchange.traffic.append(d)
+                    if let tracing = proxy.telemetry.tracing {
+                        var list = head.headers.map { (name: $0.name, value: $0.value) }
+                        let span = tracing.start("\(d.service.host):\(hop.target.port)/*", kind: .server, headers: &list)
+                        router.describe(span, exchange, traffic: d, target: target)
+                        exchange.spans.append(span)
+                        head.headers = HTTPHeaders(list.map { ($0.name, $0.value) })
+                    }
+                }
+                exchange.traceID = MeshTracing.traceID(head.headers.map { (name: $0.name, value: $0.value) })
+                router.attach(upstream, exchange: exchange, head: head)
             }
         }
+    }
+
+    /// OpenTelemetry HTTP attributes, plus the mesh's identities.
+    private func describe(_ span: MeshTracing.RequestSpan, _ exchange: Exchange, traffic: TrafficLabels,
+                          target: PathNormalization.Target) {
+        span.setAttribute("http.request.method", exchange.method)
+        span.setAttribute("url.path", target.path)
+        if let q = target.query { span.setAttribute("url.query", q) }
+        span.setAttribute("url.scheme", "http")
+        span.setAttribute("network.protocol.version", "1.1")
+        if let a = exchange.authority { span.setAttribute("server.address", a) }
+        if let id = exchange.requestID { span.setAttribute("guid:x-request-id", id) }
+        span.setAttribute("weft.reporter", traffic.reporter.rawValue)
+        span.setAttribute("weft.source.workload", "\(traffic.source.namespace)/\(traffic.source.workload)")
+        span.setAttribute("weft.source.principal", traffic.source.principal)
+        span.setAttribute("weft.destination.service", traffic.service.host)
+        span.setAttribute("weft.node", proxy.mesh.current.localNode)
+    }
+
+    /// Metrics, access log and spans of a finished exchange (once).
+    private func report(_ exchange: Exchange, flags: String) {
+        guard !exchange.reported else { return }
+        exchange.reported = true
+        let ms = Double((NIODeadline.now() - exchange.startedAt).nanoseconds) / 1e6
+        let telemetry = proxy.telemetry
+        for t in exchange.traffic {
+            telemetry.metrics.recordRequest(t, responseCode: exchange.responseCode, flags: flags, durationMilliseconds: ms,
+                                            requestBytes: exchange.requestBytes, responseBytes: exchange.responseBytes)
+            if let log = telemetry.accessLog,
+               log.shouldLog(namespace: t.reporter == .source ? t.source.namespace : t.destination.namespace) {
+                log.append(AccessLogRecord(startTime: exchange.started, durationMilliseconds: ms, traffic: t,
+                                           method: exchange.method, path: exchange.path, authority: exchange.authority,
+                                           responseCode: exchange.responseCode, requestID: exchange.requestID,
+                                           traceID: exchange.traceID, responseFlags: flags,
+                                           bytesReceived: exchange.requestBytes, bytesSent: exchange.responseBytes,
+                                           upstreamHost: exchange.upstreamHost))
+            }
+        }
+        for span in exchange.spans.reversed() {
+            span.end(status: exchange.responseCode == 0 ? nil : exchange.responseCode, flags: flags)
+        }
+        exchange.spans = []
+    }
+
+    /// Request line or status line and headers, as sent on the wire.
+    static func size(of head: HTTPRequestHead) -> Int {
+        head.headers.reduce(head.method.rawValue.utf8.count + head.uri.utf8.count + 12) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 2
+    }
+
+    static func size(of head: HTTPResponseHead) -> Int {
+        head.headers.reduce(head.status.reasonPhrase.utf8.count + 15) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 2
     }
 
     private func attach(_ upstream: any Channel, exchange: Exchange, head: HTTPRequestHead) {
@@ -223,11 +385,16 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             if !exchange.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
             head.headers = headers
             head.version = .http1_1
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: head.status, headers: head.headers))), promise: nil)
+            let out = HTTPResponseHead(version: head.version, status: head.status, headers: head.headers)
+            exchange.responseCode = Int(head.status.code)
+            exchange.responseBytes = Self.size(of: out)
+            context.write(wrapOutboundOut(.head(out)), promise: nil)
         case .body(let buffer):
+            exchange.responseBytes += buffer.readableBytes
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            report(exchange, flags: "-")
             if let upstream = exchange.upstream {
                 // Done with this upstream: end our side (END_STREAM on an HBONE
                 // stream, FIN on TCP) and let the peer end its own, so the
@@ -244,8 +411,9 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private func upstreamClosed(_ exchange: Exchange) {
         guard current === exchange, exchange.upstream != nil else { return }
         // Closed before a complete response: the client cannot be told more
-        // than that, so its connection goes too.
+        // than that, so its connection goes too (Envoy's UC).
         exchange.upstream = nil
+        report(exchange, flags: "UC")
         context?.close(promise: nil)
     }
 
@@ -259,9 +427,13 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             headers.add(name: "connection", value: "close")
             exchange.keepAlive = false
         }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        exchange.responseCode = Int(status.code)
+        exchange.responseBytes = Self.size(of: head) + body.utf8.count
+        report(exchange, flags: flag ?? "-")
         finish(exchange)
     }
 
@@ -279,6 +451,10 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
         current = nil
         startNextIfIdle()
+        if current == nil, inputClosed {
+            closeOutput(context)
+            return
+        }
         if readPending {
             readPending = false
             context.read()
@@ -286,8 +462,29 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if let current, !current.reported {
+            report(current, flags: "DC")
+        }
         current?.upstream?.close(promise: nil)
         context.fireChannelInactive()
+    }
+
+    /// The client ended its side (an HBONE stream's END_STREAM, a TCP FIN):
+    /// once the exchange in flight is answered, end ours the same way, so
+    /// that a stream finishes cleanly instead of being reset.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, case .inputClosed = e {
+            inputClosed = true
+            if current == nil { closeOutput(context) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func closeOutput(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -22,12 +22,14 @@ final class HBONEStreamHandler: ChannelDuplexHandler {
 
     private var state: State
     private let authority: String
+    private var connectHeaders: [(String, String)] = []
     private var outputClosed = false
     private var inputClosed = false
 
     /// Client side.
-    init(connect authority: String, established: EventLoopPromise<Void>) {
+    init(connect authority: String, headers: [(String, String)] = [], established: EventLoopPromise<Void>) {
         self.authority = authority
+        self.connectHeaders = headers
         self.state = .awaitingResponse(established)
     }
 
@@ -55,8 +57,9 @@ final class HBONEStreamHandler: ChannelDuplexHandler {
     private func sendConnect(context: ChannelHandlerContext) {
         guard !connectSent else { return }
         connectSent = true
-        // RFC 9113 8.5: a CONNECT carries :method and :authority only.
-        let headers = HPACKHeaders([(":method", "CONNECT"), (":authority", authority)])
+        // RFC 9113 8.5: a CONNECT carries :method and :authority only (no
+        // :scheme or :path); ordinary headers may follow (baggage, as Istio sends).
+        let headers = HPACKHeaders([(":method", "CONNECT"), (":authority", authority)] + connectHeaders)
         context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
         // The relay reads only once it is in place; the response must be read now.
         context.read()

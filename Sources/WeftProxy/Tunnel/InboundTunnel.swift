@@ -7,7 +7,9 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import Synchronization
+import NIOHTTP1
 import WeftCore
+import WeftTelemetry
 
 /// The HBONE listener (port 15008): mutual TLS 1.3 with a mesh identity
 /// required of the client, then HTTP/2 CONNECT streams, each to a meshed
@@ -199,6 +201,36 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
         let target = OriginalDestination(address: address, port: port, socketFamily: address.isIPv4 ? AF_INET : AF_INET6,
                                          pid: 0, cgroupID: 0, netnsCookie: 0)
         let channel = context.channel
+        // The destination proxy's view: the source from its certificate (and
+        // its baggage, for names), the workload from the directory.
+        let httpStream = h.headers.first(name: "x-weft-protocol") == "http/1.1"
+        let traffic = TrafficLabels(
+            reporter: .destination,
+            source: Baggage.sourceLabels(principal: source, baggage: h.headers.first(name: "baggage")),
+            destination: proxy.peerLabels(destination),
+            service: proxy.serviceLabels(proxy.httpRoutes.service(ofEndpoint: address, port: port)),
+            requestProtocol: httpStream ? "http" : "tcp", security: .mutualTLS)
+        if httpStream {
+            // The source proxy speaks HTTP/1.1 in this stream: requests are
+            // seen (and reported, and traced) here too, then sent to the workload.
+            stats.recordPair(direction: .inbound, path: .hbone, source: source, destination: destination.identity)
+            let headers = HPACKHeaders([(":status", "200")])
+            context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+            do {
+                let ops = context.pipeline.syncOperations
+                try ops.addHandlers([
+                    HBONEStreamHandler(open: authority),
+                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+                    HTTPResponseEncoder(),
+                    HTTPRouter(proxy: proxy, netns: netns, role: .destination(target: target, traffic: traffic)),
+                ])
+                ops.removeHandler(context: context, promise: nil)
+                channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
+            } catch {
+                channel.close(promise: nil)
+            }
+            return
+        }
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let boundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
         let proxy = self.proxy
@@ -221,9 +253,10 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
                     "source": "\(source)", "destination": "\(destination)"])
                 let headers = HPACKHeaders([(":status", "200")])
                 context.writeAndFlush(handler.wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+                let meter = proxy.meter(traffic, alsoDestination: false, upstream: target.description, transport: "tcp")
                 do {
                     try proxy.relay(downstream: channel, downstreamHandlers: [HBONEStreamHandler(open: authority)],
-                                    upstream: upstream, removing: context)
+                                    upstream: upstream, meter: meter, removing: context)
                 } catch {
                     upstream.close(promise: nil)
                     channel.close(promise: nil)

@@ -51,7 +51,7 @@ final class TunnelPool: Sendable {
     /// A CONNECT stream to `authority` through the destination node at
     /// `tunnel`, on `loop`, ready for bytes.
     func openStream(source: TunnelCredential, destination: String, serverName: String, tunnel: SocketAddress,
-                    authority: String, on loop: any EventLoop) -> EventLoopFuture<any Channel> {
+                    authority: String, headers: [(String, String)] = [], on loop: any EventLoop) -> EventLoopFuture<any Channel> {
         let key = Key(source: source.identity, generation: source.generation, destination: destination,
                       tunnel: tunnel, loop: ObjectIdentifier(loop))
         var created = false
@@ -83,7 +83,7 @@ final class TunnelPool: Sendable {
                 // only the CONNECT's response is read.
                 stream.setOption(.autoRead, value: false).flatMapThrowing {
                     try stream.pipeline.syncOperations.addHandler(
-                        HBONEStreamHandler(connect: authority, established: established))
+                        HBONEStreamHandler(connect: authority, headers: headers, established: established))
                 }
             }
             stream.whenFailure { established.fail($0) }

@@ -1,0 +1,317 @@
+import Prometheus
+import Synchronization
+
+/// One side of a request or connection, as Istio's standard metrics label it.
+/// `unknown` where the proxy cannot know (a peer outside the mesh), as in Istio.
+public struct PeerLabels: Sendable, Hashable {
+    public var workload: String
+    public var namespace: String
+    public var principal: String
+    public var app: String
+    public var version: String
+    public var canonicalService: String
+    public var canonicalRevision: String
+
+    public static let unknown = PeerLabels(workload: "unknown", namespace: "unknown", principal: "unknown",
+                                           app: "unknown", version: "unknown", canonicalService: "unknown",
+                                           canonicalRevision: "unknown")
+
+    public init(workload: String, namespace: String, principal: String, app: String, version: String,
+                canonicalService: String, canonicalRevision: String) {
+        self.workload = workload
+        self.namespace = namespace
+        self.principal = principal
+        self.app = app
+        self.version = version
+        self.canonicalService = canonicalService
+        self.canonicalRevision = canonicalRevision
+    }
+
+    /// From a workload's name, namespace, identity and labels, with Istio's
+    /// rules for app, version and the canonical service and revision.
+    public init(workload: String, namespace: String, principal: String?, labels: [String: String]) {
+        let app = labels["app"] ?? labels["app.kubernetes.io/name"]
+        let version = labels["version"] ?? labels["app.kubernetes.io/version"]
+        self.init(workload: workload, namespace: namespace, principal: principal ?? "unknown",
+                  app: app ?? "unknown", version: version ?? "unknown",
+                  canonicalService: labels["service.istio.io/canonical-name"] ?? app ?? workload,
+                  canonicalRevision: labels["service.istio.io/canonical-revision"] ?? version ?? "latest")
+    }
+}
+
+/// The Service a request or connection was addressed to.
+public struct ServiceLabels: Sendable, Hashable {
+    /// The service's host name (`name.namespace.svc.<cluster domain>`), or
+    /// the destination address for traffic to no Service.
+    public var host: String
+    public var name: String
+    public var namespace: String
+
+    public static let unknown = ServiceLabels(host: "unknown", name: "unknown", namespace: "unknown")
+
+    public init(host: String, name: String, namespace: String) {
+        self.host = host
+        self.name = name
+        self.namespace = namespace
+    }
+}
+
+public enum Reporter: String, Sendable, Hashable { case source, destination }
+
+public enum SecurityPolicy: String, Sendable, Hashable {
+    case mutualTLS = "mutual_tls"
+    case none
+}
+
+/// What every istio_* series of one request or connection shares.
+public struct TrafficLabels: Sendable, Hashable {
+    public var reporter: Reporter
+    public var source: PeerLabels
+    public var destination: PeerLabels
+    public var service: ServiceLabels
+    /// http, grpc or tcp.
+    public var requestProtocol: String
+    public var security: SecurityPolicy
+
+    public init(reporter: Reporter, source: PeerLabels, destination: PeerLabels, service: ServiceLabels,
+                requestProtocol: String, security: SecurityPolicy) {
+        self.reporter = reporter
+        self.source = source
+        self.destination = destination
+        self.service = service
+        self.requestProtocol = requestProtocol
+        self.security = security
+    }
+
+    public func reported(by reporter: Reporter) -> TrafficLabels {
+        var copy = self
+        copy.reporter = reporter
+        return copy
+    }
+}
+
+/// Istio's standard metrics (names, labels, buckets as Istio and Envoy use
+/// them, so that existing dashboards and queries work unchanged), on
+/// swift-prometheus.
+///
+/// Each metric family holds at most `maxSeriesPerMetric` label sets: a
+/// workload that sends ever-changing values (a label bomb) must not grow the
+/// agent's memory or the scrape without bound. Past the cap, new label sets
+/// are folded into one series whose variable labels read `overflow`, and
+/// `weft_metrics_label_overflow_total{metric}` counts what was folded, so
+/// totals stay right while detail is lost.
+public final class MeshMetrics: Sendable {
+    public static let durationBuckets: [Double] = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+                                                   30000, 60000, 300000, 600000, 1800000, 3600000]
+    public static let sizeBuckets: [Double] = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000]
+
+    public let registry: PrometheusCollectorRegistry
+    public let cluster: String
+    public let maxSeriesPerMetric: Int
+
+    struct HTTPKey: Hashable {
+        var traffic: TrafficLabels
+        var code: Int
+        var grpcStatus: String
+        var flags: String
+    }
+
+    final class HTTPSeries: Sendable {
+        let requests: Counter
+        let duration: ValueHistogram
+        let requestBytes: ValueHistogram
+        let responseBytes: ValueHistogram
+        init(requests: Counter, duration: ValueHistogram, requestBytes: ValueHistogram, responseBytes: ValueHistogram) {
+            self.requests = requests
+            self.duration = duration
+            self.requestBytes = requestBytes
+            self.responseBytes = responseBytes
+        }
+    }
+
+    struct TCPKey: Hashable {
+        var traffic: TrafficLabels
+        var flags: String
+    }
+
+    /// The four istio_tcp_* counters of one label set.
+    public final class TCPSeries: Sendable {
+        let sent: Counter
+        let received: Counter
+        let opened: Counter
+        let closed: Counter
+        init(sent: Counter, received: Counter, opened: Counter, closed: Counter) {
+            self.sent = sent
+            self.received = received
+            self.opened = opened
+            self.closed = closed
+        }
+
+        /// Bytes from the destination to the source (the response direction).
+        public func sentBytes(_ n: Int) { sent.increment(by: Int64(n)) }
+        /// Bytes from the source to the destination (the request direction).
+        public func receivedBytes(_ n: Int) { received.increment(by: Int64(n)) }
+        public func connectionClosed() { closed.increment() }
+    }
+
+    private let http = Mutex<[HTTPKey: HTTPSeries]>([:])
+    private let tcp = Mutex<[TCPKey: TCPSeries]>([:])
+    private let overflowHTTP: [Counter]
+    private let overflowTCP: [Counter]
+
+    public init(registry: PrometheusCollectorRegistry, cluster: String = "weft", maxSeriesPerMetric: Int = 10_000) {
+        self.registry = registry
+        self.cluster = cluster
+        self.maxSeriesPerMetric = max(1, maxSeriesPerMetric)
+        func overflow(_ metric: String) -> Counter {
+            registry.makeCounter(descriptor: Self.descriptor("weft_metrics_label_overflow_total",
+                                                             "Records folded into the overflow series because a metric family reached its series cap."),
+                                 labels: [("metric", metric)])
+        }
+        overflowHTTP = ["istio_requests_total", "istio_request_duration_milliseconds", "istio_request_bytes",
+                        "istio_response_bytes"].map(overflow)
+        overflowTCP = ["istio_tcp_sent_bytes_total", "istio_tcp_received_bytes_total",
+                       "istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total"].map(overflow)
+    }
+
+    public static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    /// One finished HTTP request.
+    public func recordRequest(_ traffic: TrafficLabels, responseCode: Int, grpcStatus: String = "", flags: String = "-",
+                              durationMilliseconds: Double, requestBytes: Int, responseBytes: Int) {
+        let key = HTTPKey(traffic: traffic, code: responseCode, grpcStatus: grpcStatus, flags: flags)
+        let series = http.withLock { table -> HTTPSeries? in
+            if let s = table[key] { return s }
+            if table.count >= maxSeriesPerMetric { return nil }
+            let s = makeHTTPSeries(labels(key))
+            table[key] = s
+            return s
+        } ?? overflowHTTPSeries(key)
+        series.requests.increment()
+        series.duration.record(durationMilliseconds)
+        series.requestBytes.record(Double(requestBytes))
+        series.responseBytes.record(Double(responseBytes))
+    }
+
+    /// A TCP connection opened: its counters, to be fed as bytes flow and
+    /// when it closes.
+    public func openConnection(_ traffic: TrafficLabels, flags: String = "-") -> TCPSeries {
+        let key = TCPKey(traffic: traffic, flags: flags)
+        let series = tcp.withLock { table -> TCPSeries? in
+            if let s = table[key] { return s }
+            if table.count >= maxSeriesPerMetric { return nil }
+            let s = makeTCPSeries(tcpLabels(key))
+            table[key] = s
+            return s
+        } ?? overflowTCPSeries(key)
+        series.opened.increment()
+        return series
+    }
+
+    /// Distinct label sets held (for tests and the agent's own metrics).
+    public var seriesCount: (http: Int, tcp: Int) {
+        (http.withLock { $0.count }, tcp.withLock { $0.count })
+    }
+
+    // MARK: series
+
+    private func overflowHTTPSeries(_ key: HTTPKey) -> HTTPSeries {
+        for c in overflowHTTP { c.increment() }
+        var folded = key
+        folded.traffic.source = Self.overflowPeer
+        folded.traffic.destination = Self.overflowPeer
+        folded.traffic.service = ServiceLabels(host: "overflow", name: "overflow", namespace: "overflow")
+        folded.code = 0
+        folded.grpcStatus = "overflow"
+        folded.flags = "overflow"
+        // Always created, past the cap: there is one per reporter, protocol and policy.
+        return http.withLock { table in
+            if let s = table[folded] { return s }
+            let s = makeHTTPSeries(labels(folded))
+            table[folded] = s
+            return s
+        }
+    }
+
+    private func overflowTCPSeries(_ key: TCPKey) -> TCPSeries {
+        for c in overflowTCP { c.increment() }
+        var folded = key
+        folded.traffic.source = Self.overflowPeer
+        folded.traffic.destination = Self.overflowPeer
+        folded.traffic.service = ServiceLabels(host: "overflow", name: "overflow", namespace: "overflow")
+        folded.flags = "overflow"
+        return tcp.withLock { table in
+            if let s = table[folded] { return s }
+            let s = makeTCPSeries(tcpLabels(folded))
+            table[folded] = s
+            return s
+        }
+    }
+
+    static let overflowPeer = PeerLabels(workload: "overflow", namespace: "overflow", principal: "overflow",
+                                         app: "overflow", version: "overflow", canonicalService: "overflow",
+                                         canonicalRevision: "overflow")
+
+    private func makeHTTPSeries(_ labels: [(String, String)]) -> HTTPSeries {
+        HTTPSeries(
+            requests: registry.makeCounter(descriptor: Self.descriptor("istio_requests_total", "Requests, by source and destination."), labels: labels),
+            duration: registry.makeValueHistogram(descriptor: Self.descriptor("istio_request_duration_milliseconds", "Request duration in milliseconds."),
+                                                  labels: labels, buckets: Self.durationBuckets),
+            requestBytes: registry.makeValueHistogram(descriptor: Self.descriptor("istio_request_bytes", "Request sizes (headers and body) in bytes."),
+                                                      labels: labels, buckets: Self.sizeBuckets),
+            responseBytes: registry.makeValueHistogram(descriptor: Self.descriptor("istio_response_bytes", "Response sizes (headers and body) in bytes."),
+                                                       labels: labels, buckets: Self.sizeBuckets))
+    }
+
+    private func makeTCPSeries(_ labels: [(String, String)]) -> TCPSeries {
+        TCPSeries(
+            sent: registry.makeCounter(descriptor: Self.descriptor("istio_tcp_sent_bytes_total", "Bytes sent to the source (response direction) on TCP connections."), labels: labels),
+            received: registry.makeCounter(descriptor: Self.descriptor("istio_tcp_received_bytes_total", "Bytes received from the source (request direction) on TCP connections."), labels: labels),
+            opened: registry.makeCounter(descriptor: Self.descriptor("istio_tcp_connections_opened_total", "TCP connections opened."), labels: labels),
+            closed: registry.makeCounter(descriptor: Self.descriptor("istio_tcp_connections_closed_total", "TCP connections closed."), labels: labels))
+    }
+
+    private func common(_ t: TrafficLabels) -> [(String, String)] {
+        [
+            ("reporter", t.reporter.rawValue),
+            ("source_workload", t.source.workload),
+            ("source_workload_namespace", t.source.namespace),
+            ("source_principal", t.source.principal),
+            ("source_app", t.source.app),
+            ("source_version", t.source.version),
+            ("source_cluster", t.source.workload == "unknown" ? "unknown" : cluster),
+            ("source_canonical_service", t.source.canonicalService),
+            ("source_canonical_revision", t.source.canonicalRevision),
+            ("destination_workload", t.destination.workload),
+            ("destination_workload_namespace", t.destination.namespace),
+            ("destination_principal", t.destination.principal),
+            ("destination_app", t.destination.app),
+            ("destination_version", t.destination.version),
+            ("destination_cluster", t.destination.workload == "unknown" ? "unknown" : cluster),
+            ("destination_canonical_service", t.destination.canonicalService),
+            ("destination_canonical_revision", t.destination.canonicalRevision),
+            ("destination_service", t.service.host),
+            ("destination_service_name", t.service.name),
+            ("destination_service_namespace", t.service.namespace),
+            ("request_protocol", t.requestProtocol),
+        ]
+    }
+
+    private func labels(_ k: HTTPKey) -> [(String, String)] {
+        common(k.traffic) + [
+            ("response_code", String(k.code)),
+            ("grpc_response_status", k.grpcStatus),
+            ("response_flags", k.flags),
+            ("connection_security_policy", k.traffic.security.rawValue),
+        ]
+    }
+
+    private func tcpLabels(_ k: TCPKey) -> [(String, String)] {
+        common(k.traffic) + [
+            ("response_flags", k.flags),
+            ("connection_security_policy", k.traffic.security.rawValue),
+        ]
+    }
+}
