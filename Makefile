@@ -3,7 +3,8 @@
 #   make demo [DURATION=N]   a throwaway two-node mesh with a canary over mTLS, in the foreground
 #   make test [TEST_ARGS=…]  every test (unit and integration; integration tests need root)
 #   make bench [QUICK=1]     the cost of capture (direct vs captured), then two node proxies with
-#                            mTLS between them, Weft against Envoy (bench-capture, bench-hbone)
+#                            mTLS between them, Weft against Envoy, then the cost of telemetry
+#                            (bench-capture, bench-hbone, bench-telemetry)
 #   make install [PREFIX=/usr/local DESTDIR=…]   binaries, systemd units, /etc/weft, completion, docs
 #   make uninstall           the same files, and every eBPF program and pin Weft made
 #   make bench-control [AGENTS=1000 CHANGES=10]
@@ -13,7 +14,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 .PHONY: deps pydeps build build-release build-release-all test demo bench bench-capture bench-hbone \
-        install install-files uninstall bench-control clean
+        install install-files uninstall bench-control bench-telemetry clean
 
 # The Swift toolchain of this machine kind lives in /opt/swift; use it when
 # `swift` is not already on PATH.
@@ -83,7 +84,7 @@ test: deps pydeps
 demo: build
 	DURATION="$(DURATION)" python3 Tests/demo/demo.py
 
-bench: bench-capture bench-hbone
+bench: bench-capture bench-hbone bench-telemetry
 
 bench-capture: build-release
 	bash Benchmarks/capture/run.sh
@@ -91,6 +92,13 @@ bench-capture: build-release
 # Release builds in their own scratch dir (.build-release), so they do not wait on debug builds.
 bench-control: deps
 	AGENTS="$(AGENTS)" CHANGES="$(CHANGES)" bash Benchmarks/control/run.sh
+
+# The cost of telemetry: in process (recording, /metrics render at 10,000 label sets) and on the
+# request path (two nodes, telemetry off / metrics / tracing / access logs).
+bench-telemetry: build pydeps
+	$(SWIFT) build -c release --product weftd
+	$(SWIFT) build -c release --product weft-telemetry-bench
+	python3 Benchmarks/telemetry/bench.py
 
 # weft-control and weftctl only set the mesh up: their debug builds are enough.
 bench-hbone: build-release build pydeps

@@ -224,6 +224,13 @@ let package = Package(
             path: "Benchmarks/control/Sources/weft-control-bench",
             swiftSettings: swiftSettings
         ),
+        // `make bench-telemetry`: recording cost and /metrics render time (Benchmarks/telemetry/).
+        .executableTarget(
+            name: "weft-telemetry-bench",
+            dependencies: ["WeftTelemetry", .product(name: "Prometheus", package: "swift-prometheus")],
+            path: "Benchmarks/telemetry/Sources/weft-telemetry-bench",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WeftStoreTests",
             dependencies: [

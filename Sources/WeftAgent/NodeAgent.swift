@@ -66,7 +66,8 @@ public actor NodeAgent: Service {
             try MeshTracing(settings: .init(endpoint: endpoint, samplePercent: t.tracingSamplePercent,
                                             serviceName: t.tracingServiceName, node: config.node), logger: logger)
         }
-        telemetry = Telemetry(metrics: MeshMetrics(registry: registry, cluster: t.cluster, maxSeriesPerMetric: t.maxSeriesPerMetric),
+        telemetry = Telemetry(metrics: MeshMetrics(registry: registry, cluster: t.cluster, maxSeriesPerMetric: t.maxSeriesPerMetric,
+                                                       enabled: t.metricsHost != nil),
                               accessLog: accessLog, tracing: tracing, clusterDomain: config.dns.clusterDomain)
         agentMetrics = AgentMetrics(registry: registry, version: ControlSync.weftdVersion)
         shared.metricsState.withLock { $0.controlConnected = config.control == nil ? nil : false }

@@ -108,6 +108,10 @@ public final class MeshMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     public let cluster: String
     public let maxSeriesPerMetric: Int
+    /// false: nothing is recorded (no exporter reads it). Connections get one
+    /// shared series of a private registry, so the data path does not branch.
+    public let enabled: Bool
+    private let discard: TCPSeries
 
     struct HTTPKey: Hashable {
         var traffic: TrafficLabels
@@ -159,10 +163,17 @@ public final class MeshMetrics: Sendable {
     private let overflowHTTP: [Counter]
     private let overflowTCP: [Counter]
 
-    public init(registry: PrometheusCollectorRegistry, cluster: String = "weft", maxSeriesPerMetric: Int = 10_000) {
+    public init(registry: PrometheusCollectorRegistry, cluster: String = "weft", maxSeriesPerMetric: Int = 10_000,
+                enabled: Bool = true) {
         self.registry = registry
         self.cluster = cluster
         self.maxSeriesPerMetric = max(1, maxSeriesPerMetric)
+        self.enabled = enabled
+        let scratch = PrometheusCollectorRegistry()
+        discard = TCPSeries(sent: scratch.makeCounter(descriptor: Self.descriptor("discard", "")),
+                            received: scratch.makeCounter(descriptor: Self.descriptor("discard", "")),
+                            opened: scratch.makeCounter(descriptor: Self.descriptor("discard", "")),
+                            closed: scratch.makeCounter(descriptor: Self.descriptor("discard", "")))
         func overflow(_ metric: String) -> Counter {
             registry.makeCounter(descriptor: Self.descriptor("weft_metrics_label_overflow_total",
                                                              "Records folded into the overflow series because a metric family reached its series cap."),
@@ -181,6 +192,7 @@ public final class MeshMetrics: Sendable {
     /// One finished HTTP request.
     public func recordRequest(_ traffic: TrafficLabels, responseCode: Int, grpcStatus: String = "", flags: String = "-",
                               durationMilliseconds: Double, requestBytes: Int, responseBytes: Int) {
+        guard enabled else { return }
         let key = HTTPKey(traffic: traffic, code: responseCode, grpcStatus: grpcStatus, flags: flags)
         let series = http.withLock { table -> HTTPSeries? in
             if let s = table[key] { return s }
@@ -198,6 +210,7 @@ public final class MeshMetrics: Sendable {
     /// A TCP connection opened: its counters, to be fed as bytes flow and
     /// when it closes.
     public func openConnection(_ traffic: TrafficLabels, flags: String = "-") -> TCPSeries {
+        guard enabled else { return discard }
         let key = TCPKey(traffic: traffic, flags: flags)
         let series = tcp.withLock { table -> TCPSeries? in
             if let s = table[key] { return s }

@@ -119,8 +119,8 @@ class MeshLab:
         open(path, 'w').write(manifest)
         self.weftctl_cmd('apply', '-f', path)
 
-    def start_weftds(self, cpu=None):
-        for n in ADDR:
+    def start_weftds(self, cpu=None, extra_config='', nodes=None):
+        for n in nodes or ADDR:
             token = self.weftctl_cmd('node', 'token', 'create').stdout.strip()
             tf = f'{self.work}/token-{n}'
             open(tf, 'w').write(token + '\n')
@@ -135,7 +135,7 @@ control:
   caFile: {self.work}/control/ca/ca.crt
   tokenFile: {tf}
   stateDir: {self.work}/state-{n}
-''')
+''' + extra_config)
             self.spawn(f'weftd-{n}', n, [self.weftd, '--config', f'{self.work}/weftd-{n}.yaml', '--log-level', self.log_level],
                        cgroup=self.cgroup(n, 'servers.slice/weftd.service'), cpu=cpu)
 
