@@ -87,7 +87,9 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         }
         let proxy = self.proxy
         let netns = self.netns
-        let headers = proxy.connectHeaders(source: proxy.sourceLabels(workload), protocol: nil)
+        // The source's labels: for telemetry, and as baggage on a tunnel's CONNECT.
+        let sourceLabels = proxy.sourceLabels(workload)
+        let headers = planned.hops.contains(where: \.isTunnel) ? proxy.connectHeaders(source: sourceLabels, protocol: nil) : []
         proxy.connectFirst(planned.hops[...], netns: netns, connectHeaders: headers, on: context.eventLoop).whenComplete { result in
             let context = loopBoundContext.value
             switch result {
@@ -100,7 +102,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                     stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local,
                                      source: pair.source, destination: pair.destination)
                 }
-                let traffic = proxy.sourceTraffic(source: workload, hop: hop, service: planned.service, protocol: "tcp")
+                let traffic = proxy.sourceTraffic(source: sourceLabels, hop: hop, service: planned.service, protocol: "tcp")
                 let meter = proxy.meter(traffic, alsoDestination: hop.isLocalMeshed, upstream: hop.target.description,
                                         transport: hop.isTunnel ? "hbone" : "tcp")
                 do {

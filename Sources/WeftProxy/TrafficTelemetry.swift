@@ -32,9 +32,9 @@ extension NodeProxy {
     }
 
     /// The source proxy's view of a connection or request over `hop`.
-    func sourceTraffic(source: WorkloadRef?, hop: Hop, service: (namespace: String, name: String)?,
+    func sourceTraffic(source: PeerLabels, hop: Hop, service: (namespace: String, name: String)?,
                        protocol: String) -> TrafficLabels {
-        TrafficLabels(reporter: .source, source: sourceLabels(source), destination: destinationLabels(hop),
+        TrafficLabels(reporter: .source, source: source, destination: destinationLabels(hop),
                       service: serviceLabels(service), requestProtocol: `protocol`,
                       security: hop.identities != nil ? .mutualTLS : .none)
     }

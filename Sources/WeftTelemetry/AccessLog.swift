@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import WeftCore
 
 /// Which requests and connections are logged: on or off and a sample
 /// percentage, with per-namespace overrides (the namespace of the workload
@@ -78,7 +79,7 @@ public struct AccessLogRecord: Sendable {
             if !first { out += "," }
             first = false
             out += "\"\(key)\":"
-            Self.appendJSONString(value, to: &out)
+            JSONValue.writeString(value, to: &out)
         }
         func number(_ key: String, _ value: String?) {
             guard let value else { return }
@@ -112,26 +113,6 @@ public struct AccessLogRecord: Sendable {
         field("connection_security_policy", t.security.rawValue)
         out += "}\n"
         return out
-    }
-
-    static func appendJSONString(_ s: String, to out: inout String) {
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    out += String(format: "\\u%04x", scalar.value)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
     }
 
     static func timestamp(_ d: Date) -> String {

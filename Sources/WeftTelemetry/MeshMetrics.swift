@@ -233,9 +233,7 @@ public final class MeshMetrics: Sendable {
     private func overflowHTTPSeries(_ key: HTTPKey) -> HTTPSeries {
         for c in overflowHTTP { c.increment() }
         var folded = key
-        folded.traffic.source = Self.overflowPeer
-        folded.traffic.destination = Self.overflowPeer
-        folded.traffic.service = ServiceLabels(host: "overflow", name: "overflow", namespace: "overflow")
+        folded.traffic = Self.folded(key.traffic)
         folded.code = 0
         folded.grpcStatus = "overflow"
         folded.flags = "overflow"
@@ -251,9 +249,7 @@ public final class MeshMetrics: Sendable {
     private func overflowTCPSeries(_ key: TCPKey) -> TCPSeries {
         for c in overflowTCP { c.increment() }
         var folded = key
-        folded.traffic.source = Self.overflowPeer
-        folded.traffic.destination = Self.overflowPeer
-        folded.traffic.service = ServiceLabels(host: "overflow", name: "overflow", namespace: "overflow")
+        folded.traffic = Self.folded(key.traffic)
         folded.flags = "overflow"
         return tcp.withLock { table in
             if let s = table[folded] { return s }
@@ -261,6 +257,16 @@ public final class MeshMetrics: Sendable {
             table[folded] = s
             return s
         }
+    }
+
+    /// The labels of the overflow series: reporter, protocol and policy kept,
+    /// the rest folded.
+    static func folded(_ t: TrafficLabels) -> TrafficLabels {
+        var f = t
+        f.source = overflowPeer
+        f.destination = overflowPeer
+        f.service = ServiceLabels(host: "overflow", name: "overflow", namespace: "overflow")
+        return f
     }
 
     static let overflowPeer = PeerLabels(workload: "overflow", namespace: "overflow", principal: "overflow",

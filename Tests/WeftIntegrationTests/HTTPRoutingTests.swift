@@ -83,6 +83,16 @@ struct HTTPRoutingTests {
         }
     }
 
+    /// Requests `/api/warm` until one is answered 200 (or 30 tries); the last tally.
+    static func warmUp(_ node: TestNode, from cgroup: String) async throws -> Tally {
+        var warm = try await requests(node, from: cgroup, path: "/api/warm", count: 1)
+        for _ in 0..<30 where warm.statuses["200"] != 1 {
+            try await Task.sleep(for: .milliseconds(300))
+            warm = try await requests(node, from: cgroup, path: "/api/warm", count: 1)
+        }
+        return warm
+    }
+
     static func requests(_ node: TestNode, from cgroup: String, path: String, count: Int, headers: [String] = []) async throws -> Tally {
         let r = try await node.run([TestEnvironment.python, TestEnvironment.netprobe, "requests", "--url", "http://\(vip)\(path)",
                                     "--count", String(count)] + headers.flatMap { ["--header", $0] }, in: cgroup, timeout: 90)
@@ -105,11 +115,7 @@ struct HTTPRoutingTests {
                                                 (n[2], mesh.identity("shop", "catalog"))])
 
             // Warm up until the route and both backends answer.
-            var warm = try await Self.requests(n[0], from: frontend, path: "/api/warm", count: 1)
-            for _ in 0..<30 where warm.statuses["200"] != 1 {
-                try await Task.sleep(for: .milliseconds(300))
-                warm = try await Self.requests(n[0], from: frontend, path: "/api/warm", count: 1)
-            }
+            let warm = try await Self.warmUp(n[0], from: frontend)
             #expect(warm.statuses["200"] == 1, "\(warm)")
 
             // Enough requests, each on its own HBONE stream of one tunnel, that

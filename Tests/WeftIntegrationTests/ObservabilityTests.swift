@@ -111,11 +111,7 @@ struct ObservabilityTests {
             let frontend = try n[0].unit("shop", "frontend.service")
             try await n[0].waitForCapture("shop captured", timeout: 15) { $0.namespace("shop")?.attached == true }
             try await mesh.waitForCertificates([(n[0], mesh.identity("shop", "frontend")), (n[1], mesh.identity("shop", "catalog"))])
-            var warm = try await HTTPRoutingTests.requests(n[0], from: frontend, path: "/api/warm", count: 1)
-            for _ in 0..<30 where warm.statuses["200"] != 1 {
-                try await Task.sleep(for: .milliseconds(300))
-                warm = try await HTTPRoutingTests.requests(n[0], from: frontend, path: "/api/warm", count: 1)
-            }
+            let warm = try await HTTPRoutingTests.warmUp(n[0], from: frontend)
             #expect(warm.statuses["200"] == 1, "\(warm)")
 
             // Known traffic: 40 routed requests, 3 with no route (404 NR),

@@ -259,7 +259,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let stats = proxy.stats
         let proxy = self.proxy
-        let connectHeaders = proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1")
+        let connectHeaders = hops.contains(where: \.isTunnel)
+            ? proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1") : []
         proxy.connectFirst(hops[...], netns: netns, connectHeaders: connectHeaders, on: context.eventLoop).whenComplete { result in
             let router = loopBound.value
             guard router.current === exchange else {
