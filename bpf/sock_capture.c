@@ -7,6 +7,10 @@
  * getpeername() gives the application back the address it dialled. UDP to
  * port 53 goes to weftd's DNS server instead (lib/dns.h).
  *
+ * The same cgroups carry cgroup_skb/ingress (lib/peer_auth.h), which enforces
+ * PeerAuthentication STRICT on connections into meshed workloads: capture and
+ * its enforcement are attached, adopted and checked as one set of hooks.
+ *
  * Loopback is the right target in every network namespace: a workload in its
  * own netns (a container, a pod) reaches the listener weftd opened inside that
  * netns, the way Istio ambient's in-pod redirection does.
@@ -16,6 +20,7 @@
 #include "lib/addr.h"
 #include "lib/capture.h"
 #include "lib/dns.h"
+#include "lib/peer_auth.h"
 
 char _license[] SEC("license") = "Dual BSD/GPL";
 
@@ -230,4 +235,29 @@ int weft_sockops(struct bpf_sock_ops *skops)
 		break;
 	}
 	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int weft_inbound_ingress(struct __sk_buff *skb)
+{
+	struct weft_syn syn = {};
+	__u64 receiver = 0;
+	__u32 mode;
+	int parsed = peer_auth_parse(skb, &syn);
+
+	if (parsed == -1 || (parsed == 0 && !syn.is_syn))
+		return CG_SKB_PASS;
+	/* IPv6 whose TCP header is out of reach: judged as a SYN to any port. */
+	mode = peer_auth_mode(skb, parsed == 0 ? syn.dport : 0, &receiver);
+	if (!mode)
+		return CG_SKB_PASS;
+	if (parsed == 0 && peer_auth_trusted_sender(skb, &syn, receiver))
+		return CG_SKB_PASS;
+	if (mode == WEFT_MTLS_STRICT) {
+		peer_auth_count(receiver, 1);
+		return CG_SKB_DROP;
+	}
+	if (parsed == 0)
+		peer_auth_count(receiver, 0);
+	return CG_SKB_PASS;
 }

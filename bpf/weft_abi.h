@@ -24,6 +24,9 @@
 #define WEFT_MAP_EXCL_CIDR4    weft_excl_cidr4
 #define WEFT_MAP_EXCL_CIDR6    weft_excl_cidr6
 #define WEFT_MAP_DNS_ORIG      weft_dns_orig
+#define WEFT_MAP_MTLS_MODE     weft_mtls_mode
+#define WEFT_MAP_PROXY_ID      weft_proxy_id
+#define WEFT_MAP_INBOUND_STATS weft_inbound_stats
 
 /* Sizes: LRU maps evict the oldest entry rather than refusing a new
  * connection, and entries are also deleted when the socket closes. */
@@ -33,6 +36,9 @@
 #define WEFT_EXCL_CIDR_MAX     256
 /* UDP sockets have no close callback to clean up after: LRU only. */
 #define WEFT_DNS_ORIG_MAX      16384
+/* One entry per meshed namespace slice, workload cgroup and port override. */
+#define WEFT_MTLS_MODE_MAX     16384
+#define WEFT_INBOUND_STATS_MAX 4096
 
 /* weft_config is an array with a single element at key 0. */
 struct weft_config {
@@ -81,6 +87,47 @@ struct weft_cidr4_key {
 struct weft_cidr6_key {
 	__u32 prefixlen;
 	__u8  addr[16];
+};
+
+/*
+ * PeerAuthentication, enforced in the kernel on connections *into* meshed
+ * workloads (cgroup_skb/ingress). Keyed by a cgroup id (a workload's, or a
+ * namespace slice's for workloads weftd has not identified yet) and a port (0:
+ * every port without its own entry). The most specific entry wins: the
+ * socket's own cgroup before its ancestors, a port before 0.
+ */
+#define WEFT_MTLS_PERMISSIVE   1
+#define WEFT_MTLS_STRICT       2
+#define WEFT_MTLS_DISABLE      3
+
+struct weft_mtls_key {
+	__u64 cgroup_id;
+	__u16 port;              /* host order; 0: any port */
+	__u16 _pad[3];
+};
+
+struct weft_mtls_value {
+	__u32 mode;              /* WEFT_MTLS_* */
+	__u32 _pad;
+};
+
+/*
+ * Who the node proxy is, for the STRICT check: a connection into a STRICT
+ * workload is let in only when the socket that dialled it is on this node,
+ * carries the proxy's mark, and belongs to weftd's cgroup. The mark alone
+ * could be set by any process with CAP_NET_ADMIN or CAP_NET_RAW; the cgroup
+ * alone by anything started beside weftd.
+ */
+struct weft_proxy_id {
+	__u64 cgroup_id;         /* weftd's cgroup v2 id; 0: not written yet */
+	__u32 mark;              /* the proxy's SO_MARK */
+	__u32 _pad;
+};
+
+/* Per workload cgroup (per CPU): what PeerAuthentication did. */
+struct weft_inbound_stats {
+	__u64 plaintext_accepted;  /* PERMISSIVE/DISABLE: a connection not from the proxy */
+	__u64 strict_refused;      /* STRICT: a connection not from the proxy, dropped */
 };
 
 #endif /* WEFT_ABI_H */

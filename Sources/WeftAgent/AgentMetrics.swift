@@ -17,6 +17,8 @@ final class AgentMetrics: Sendable {
         var repairsByWorkload: [String: Int] = [:]
         var maps: [(name: String, entries: Int, maxEntries: Int)] = []
         var programs: [(name: String, runCount: UInt64, runTimeNanoseconds: UInt64)] = []
+        /// PeerAuthentication STRICT refusals by workload (namespace/name).
+        var strictRefused: [String: UInt64] = [:]
         var certificateExpiry: [String: Date] = [:]
         var appliedVersion: Int64?
         /// nil: no control plane configured.
@@ -93,6 +95,19 @@ final class AgentMetrics: Sendable {
                             [("program", p.name)], Double(p.runCount)))
             counted.append(("weft_bpf_program_run_time_seconds_total", "Time spent in an eBPF program (kernel BPF statistics).",
                             [("program", p.name)], Double(p.runTimeNanoseconds) / 1e9))
+        }
+        for (key, n) in s.strictRefused {
+            let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { continue }
+            counted.append(("weft_peer_authentication_refused_total",
+                            "Plaintext connections into a STRICT workload dropped in the kernel.",
+                            [("namespace", parts[0]), ("workload", parts[1])], Double(n)))
+        }
+        for a in stats?.authorization ?? [] {
+            let name = a.decision == "deny" ? "weft_authorization_denied_total" : "weft_authorization_audited_total"
+            let help = a.decision == "deny" ? "Connections or requests an AuthorizationPolicy denied, by destination workload."
+                : "Connections or requests an AUDIT AuthorizationPolicy matched, by destination workload."
+            counted.append((name, help, [("namespace", a.namespace), ("workload", a.workload), ("protocol", a.protocol)], Double(a.count)))
         }
         advanceCounters(counted)
     }

@@ -12,6 +12,15 @@ public enum Cgroups {
         return MountInfo.mounts(text).first { $0.type == "cgroup2" }?.point
     }
 
+    /// This process's own cgroup v2 id (from /proc/self/cgroup, the `0::`
+    /// line, resolved under the cgroup2 mount); nil when it cannot be told.
+    public static func ownID(mount: String? = cgroup2Mount()) -> UInt64? {
+        guard let mount, let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("0::") }) else { return nil }
+        let rel = String(line.dropFirst(3))
+        return id(rel == "/" ? mount : mount + rel)
+    }
+
     public static func exists(_ path: String) -> Bool {
         var isDir: ObjCBool = false
         return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue

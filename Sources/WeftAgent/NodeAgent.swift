@@ -47,6 +47,12 @@ public actor NodeAgent: Service {
     private var synced = false
     public private(set) var appliedVersion: Int64 = 0
     private var snapshot: NodeSnapshot?
+    /// The snapshot's AuthorizationPolicies and PeerAuthentications.
+    private var securityPolicies = SnapshotPolicies()
+    /// weft_inbound_stats as last read, per workload cgroup.
+    private var inboundSeen: [UInt64: (plaintextAccepted: UInt64, strictRefused: UInt64)] = [:]
+    /// STRICT refusals per workload (namespace/name), since weftd started.
+    private var strictRefused: [String: UInt64] = [:]
     private var certificates: [SpiffeID: WorkloadCertificate] = [:]
     private var tunnelAddresses: [String] = []
 
@@ -237,9 +243,12 @@ public actor NodeAgent: Service {
 
     // MARK: configuration
 
+    /// weftd's cgroup: read once, a process does not move by itself.
+    private static let ownCgroupID: UInt64 = Cgroups.ownID() ?? 0
+
     private func captureSettings(_ c: NodeConfig) -> CaptureSettings {
         CaptureSettings(outboundPort: c.outboundPort, proxyMark: c.proxyMark, exclusions: c.exclusions,
-                        dnsPort: c.dns.enabled ? c.dns.port : 0)
+                        dnsPort: c.dns.enabled ? c.dns.port : 0, proxyCgroupID: Self.ownCgroupID)
     }
 
     /// The DNS server's settings; upstreams default to the node's resolv.conf.
@@ -314,6 +323,16 @@ public actor NodeAgent: Service {
         proxy?.mesh.replace(MeshDirectory(snapshot: s))
         proxy?.dns?.replace(s)
         proxy?.httpRoutes.replace(s)
+        let policies = SnapshotPolicies(snapshot: s)
+        if !policies.undecodable.isEmpty {
+            logger.error("security policies this weftd cannot read are enforced as deny-all (AuthorizationPolicy) or STRICT (PeerAuthentication) for their namespace; upgrade weftd",
+                         metadata: ["policies": "\(policies.undecodable)"])
+        }
+        securityPolicies = policies
+        if proxy?.authorization.replace(s) == true {
+            // Open connections a new policy denies are closed now, not at their next request.
+            proxy?.revokeDeniedConnections()
+        }
         snapshot = s
         // Certificates of workloads that left this node (or the mesh) are dropped.
         let wanted = Set(workloadIdentities().map(\.1))
@@ -467,6 +486,10 @@ public actor NodeAgent: Service {
             Self.cgroupTable(Self.discoverWorkloads(config: cfg, cgroupRoot: root, enabled: enabled))
         }
 
+        // 4b. PeerAuthentication, in the kernel: the namespace's mode on its
+        // slice (for units not identified yet), each workload's own on its cgroup.
+        writeMTLSModes(found, enabled: enabled)
+
         // 5. Listeners in every network namespace a meshed workload lives in.
         var neededNetns: [UInt64: String] = [:]  // inode -> a path to open it by
         var workloadNetns: [WorkloadRef: String] = [:]
@@ -547,7 +570,52 @@ public actor NodeAgent: Service {
             $0.repairsByWorkload = repairsByWorkload
             $0.maps = maps
             $0.programs = programs
+            $0.strictRefused = strictRefused
             $0.appliedVersion = version
+        }
+    }
+
+    private func writeMTLSModes(_ found: [Discovered], enabled: Set<NamespaceName>) {
+        guard let dataplane else { return }
+        var entries = Set<CaptureDataplane.MTLSEntry>()
+        for ns in enabled {
+            guard let id = Cgroups.id(slicePath(ns)) else { continue }
+            entries.insert(.init(cgroupID: id, port: 0,
+                                 mode: EffectivePeerAuthentication.namespaceMode(securityPolicies.peerAuthentication, namespace: ns.rawValue)))
+        }
+        var labels: [WorkloadRef: [String: String]] = [:]
+        for w in snapshot?.workloads ?? [] {
+            if let ns = try? NamespaceName(w.namespace), let name = try? WorkloadName(w.name) {
+                labels[WorkloadRef(namespace: ns, name: name)] = w.labels
+            }
+        }
+        var byCgroup: [UInt64: WorkloadRef] = [:]
+        for w in found where w.meshed {
+            guard let id = Cgroups.id(w.cgroup) else { continue }
+            byCgroup[id] = w.ref
+            let effective = securityPolicies.peerAuthentication(namespace: w.ref.namespace.rawValue, labels: labels[w.ref] ?? [:])
+            entries.insert(.init(cgroupID: id, port: 0, mode: effective.mode))
+            for (port, mode) in effective.ports { entries.insert(.init(cgroupID: id, port: port, mode: mode)) }
+        }
+        do {
+            if try dataplane.replaceMTLSModes(entries) {
+                logger.info("PeerAuthentication modes written to the kernel", metadata: ["entries": "\(entries.count)"])
+            }
+        } catch {
+            logger.error("cannot write PeerAuthentication modes to the kernel", metadata: ["error": "\(error)"])
+        }
+        // What the kernel counted since the last pass: plaintext let in is
+        // reported as the destination's TCP connections (security "none").
+        for (cgroup, now) in dataplane.inboundStats() {
+            let before = inboundSeen[cgroup] ?? (0, 0)
+            inboundSeen[cgroup] = now
+            guard let ref = byCgroup[cgroup] else { continue }
+            if now.plaintextAccepted > before.plaintextAccepted {
+                proxy?.recordPlaintextInbound(ref, connections: Int(now.plaintextAccepted - before.plaintextAccepted))
+            }
+            if now.strictRefused > before.strictRefused {
+                strictRefused["\(ref.namespace.rawValue)/\(ref.name.rawValue)", default: 0] += now.strictRefused - before.strictRefused
+            }
         }
     }
 

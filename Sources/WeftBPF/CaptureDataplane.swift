@@ -13,8 +13,14 @@ public struct CaptureSettings: Sendable, Hashable {
     public var exclusions: CaptureExclusions
     /// weftd's DNS server on loopback; 0: meshed workloads' DNS is not captured.
     public var dnsPort: UInt16
+    /// weftd's own cgroup v2 id: with the mark, what names the node proxy's
+    /// sockets to the PeerAuthentication STRICT check. 0: unknown (STRICT
+    /// then lets only a workload's own connections in).
+    public var proxyCgroupID: UInt64
 
-    public init(outboundPort: UInt16, proxyMark: UInt32, exclusions: CaptureExclusions, dnsPort: UInt16 = 0) {
+    public init(outboundPort: UInt16, proxyMark: UInt32, exclusions: CaptureExclusions, dnsPort: UInt16 = 0,
+                proxyCgroupID: UInt64 = 0) {
+        self.proxyCgroupID = proxyCgroupID
         self.outboundPort = outboundPort
         self.proxyMark = proxyMark
         self.exclusions = exclusions
@@ -33,6 +39,8 @@ public enum CaptureHook: String, CaseIterable, Sendable, Codable {
     case sendmsg6 = "weft_sock6_sendmsg"
     case recvmsg4 = "weft_sock4_recvmsg"
     case recvmsg6 = "weft_sock6_recvmsg"
+    /// PeerAuthentication STRICT on connections into the workload.
+    case inboundIngress = "weft_inbound_ingress"
 }
 
 extension CaptureHook {
@@ -41,7 +49,9 @@ extension CaptureHook {
     /// 4-tuple, or the proxy, finding no record, would have to reset it; a DNS
     /// query redirected by connect or sendmsg must find recvmsg in place, or
     /// its reply would come from an address the resolver did not ask.
-    public static let attachOrder: [CaptureHook] = [.sockops, .getpeername4, .getpeername6, .recvmsg4, .recvmsg6,
+    /// Enforcement comes first of all: a workload is never captured without
+    /// its inbound check.
+    public static let attachOrder: [CaptureHook] = [.inboundIngress, .sockops, .getpeername4, .getpeername6, .recvmsg4, .recvmsg6,
                                                     .connect4, .connect6, .sendmsg4, .sendmsg6]
 
     var redirects: Bool { self == .connect4 || self == .connect6 || self == .sendmsg4 || self == .sendmsg6 }
@@ -140,6 +150,10 @@ public final class CaptureDataplane {
         cfg.dns_port = settings.dnsPort
         var zero: UInt32 = 0
         try check(bpf_map_update_elem(mapFD("weft_config"), &zero, &cfg, UInt64(BPF_ANY)), "write weft_config")
+        var proxy = weft_proxy_id()
+        proxy.cgroup_id = settings.proxyCgroupID
+        proxy.mark = settings.proxyMark
+        try check(bpf_map_update_elem(mapFD("weft_proxy_id"), &zero, &proxy, UInt64(BPF_ANY)), "write weft_proxy_id")
 
         let ports = try mapFD("weft_excl_ports")
         try clear(map: ports, keySize: 2)
@@ -269,7 +283,8 @@ public final class CaptureDataplane {
     /// and the metrics exporter, not the data path).
     public func mapStats() -> [(name: String, entries: Int, maxEntries: Int)] {
         var out: [(name: String, entries: Int, maxEntries: Int)] = []
-        for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size), ("weft_dns_orig", 8)] {
+        for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size), ("weft_dns_orig", 8),
+                                  ("weft_mtls_mode", MemoryLayout<weft_mtls_key>.size)] {
             guard let map = bpf_object__find_map_by_name(object, name), let fd = try? mapFD(name) else { continue }
             out.append((name, Self.countEntries(fd: fd, keySize: keySize), Int(bpf_map__max_entries(map))))
         }
@@ -304,9 +319,80 @@ public final class CaptureDataplane {
     /// Entries in each map (walks the keys: for the admin API, not the data path).
     public func mapFill() -> [String: Int] {
         var out: [String: Int] = [:]
-        for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size), ("weft_dns_orig", 8)] {
+        for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size), ("weft_dns_orig", 8),
+                                  ("weft_mtls_mode", MemoryLayout<weft_mtls_key>.size)] {
             guard let fd = try? mapFD(name) else { continue }
             out[name] = Self.countEntries(fd: fd, keySize: keySize)
+        }
+        return out
+    }
+
+    // MARK: PeerAuthentication
+
+    /// One entry of `weft_mtls_mode`: a cgroup (a workload's, or a namespace
+    /// slice's), a port (0: every other port) and its mode.
+    public struct MTLSEntry: Hashable, Sendable {
+        public var cgroupID: UInt64
+        public var port: UInt16
+        public var mode: EffectivePeerAuthentication.Mode
+
+        public init(cgroupID: UInt64, port: UInt16, mode: EffectivePeerAuthentication.Mode) {
+            self.cgroupID = cgroupID
+            self.port = port
+            self.mode = mode
+        }
+    }
+
+    private var mtlsWritten: Set<MTLSEntry>?
+
+    /// Makes `weft_mtls_mode` hold exactly `entries`: new and changed entries
+    /// are written before stale ones are deleted, so a workload that stays
+    /// STRICT is never without its entry. Returns whether anything changed.
+    @discardableResult
+    public func replaceMTLSModes(_ entries: Set<MTLSEntry>) throws -> Bool {
+        if entries == mtlsWritten { return false }
+        let fd = try mapFD("weft_mtls_mode")
+        var wanted: [weft_mtls_key: UInt32] = [:]
+        for e in entries {
+            var key = weft_mtls_key()
+            key.cgroup_id = e.cgroupID
+            key.port = e.port
+            wanted[key] = UInt32(e.mode.rawValue)
+        }
+        for (k, mode) in wanted {
+            var key = k
+            var value = weft_mtls_value()
+            value.mode = mode
+            try check(bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)), "write weft_mtls_mode")
+        }
+        var stale: [weft_mtls_key] = []
+        var key = weft_mtls_key(), next = weft_mtls_key()
+        var first = true
+        while (first ? bpf_map_get_next_key(fd, nil, &next) : bpf_map_get_next_key(fd, &key, &next)) == 0 {
+            first = false
+            if wanted[next] == nil { stale.append(next) }
+            key = next
+        }
+        for var k in stale { _ = bpf_map_delete_elem(fd, &k) }
+        mtlsWritten = entries
+        return true
+    }
+
+    /// What PeerAuthentication did, per workload cgroup, summed over CPUs.
+    public func inboundStats() -> [UInt64: (plaintextAccepted: UInt64, strictRefused: UInt64)] {
+        guard let fd = try? mapFD("weft_inbound_stats") else { return [:] }
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { return [:] }
+        var out: [UInt64: (plaintextAccepted: UInt64, strictRefused: UInt64)] = [:]
+        var key: UInt64 = 0, next: UInt64 = 0
+        var first = true
+        var values = [weft_inbound_stats](repeating: weft_inbound_stats(), count: cpus)
+        while (first ? bpf_map_get_next_key(fd, nil, &next) : bpf_map_get_next_key(fd, &key, &next)) == 0 {
+            first = false
+            key = next
+            var k = next
+            guard bpf_map_lookup_elem(fd, &k, &values) == 0 else { continue }
+            out[next] = values.reduce((0, 0)) { ($0.0 + $1.plaintext_accepted, $0.1 + $1.strict_refused) }
         }
         return out
     }
@@ -436,6 +522,14 @@ public final class CaptureDataplane {
 /// The kernel's table of established captured connections (`weft_tuple`),
 /// read directly from the proxy's event loops: one lookup-and-delete per
 /// accepted connection.
+extension weft_mtls_key: @retroactive Hashable {
+    public static func == (a: weft_mtls_key, b: weft_mtls_key) -> Bool { a.cgroup_id == b.cgroup_id && a.port == b.port }
+    public func hash(into h: inout Hasher) {
+        h.combine(cgroup_id)
+        h.combine(port)
+    }
+}
+
 public struct CapturedConnectionTable: CapturedConnectionResolver {
     let fd: Int32
 

@@ -74,7 +74,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             return
         }
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let planned: Planned
+        var planned: Planned
         switch proxy.plan(original, source: workload) {
         case .success(let p):
             planned = p
@@ -89,6 +89,38 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let netns = self.netns
         // The source's labels: for telemetry, and as baggage on a tunnel's CONNECT.
         let sourceLabels = proxy.sourceLabels(workload)
+        // On this node the source's identity is its cgroup's workload: this
+        // proxy is the destination's proxy too, and enforces its policies.
+        let sourcePrincipal = workload.flatMap { proxy.mesh.current.entry($0) }?.identity
+        if let first = planned.hops.first, let destination = NodeProxy.localMeshedDestination(first),
+           proxy.authorization.parsesHTTP(destination, port: first.target.port) {
+            // An HTTP port whose policies name HTTP attributes: each request is checked.
+            let authz = AuthorizationContext(destination: destination, sourcePrincipal: sourcePrincipal, sourceIP: nil,
+                                             destinationIP: first.target.address, destinationPort: first.target.port)
+            let traffic = proxy.sourceTraffic(source: sourceLabels, hop: first, service: planned.service, protocol: "http")
+            do {
+                let ops = context.pipeline.syncOperations
+                try ops.addHandlers([
+                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+                    HTTPResponseEncoder(),
+                    HTTPRouter(proxy: proxy, netns: netns,
+                               role: .destination(target: first.target, traffic: [traffic, traffic.reported(by: .destination)],
+                                                  authorization: authz)),
+                ])
+                ops.removeHandler(context: context, promise: nil)
+                channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
+            } catch {
+                Self.reset(channel)
+            }
+            return
+        }
+        let authorized = proxy.authorizedHops(planned.hops, sourcePrincipal: sourcePrincipal, sourceIP: nil)
+        if authorized.hops.isEmpty {
+            // Denied TCP: reset, as Istio's proxies do.
+            Self.reset(channel)
+            return
+        }
+        planned.hops = authorized.hops
         let headers = planned.hops.contains(where: \.isTunnel) ? proxy.connectHeaders(source: sourceLabels, protocol: nil) : []
         proxy.connectFirst(planned.hops[...], netns: netns, connectHeaders: headers, on: context.eventLoop).whenComplete { result in
             let context = loopBoundContext.value
@@ -111,6 +143,14 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                     upstream.close(promise: nil)
                     Self.reset(channel)
                     return
+                }
+                if let destination = NodeProxy.localMeshedDestination(hop) {
+                    let authz = AuthorizationContext(destination: destination, sourcePrincipal: sourcePrincipal, sourceIP: nil,
+                                                     destinationIP: hop.target.address, destinationPort: hop.target.port)
+                    proxy.live.track(LiveConnections.Entry(context: authz, http: nil) {
+                        upstream.close(promise: nil)
+                        channel.eventLoop.execute { Self.reset(channel) }
+                    }, until: channel)
                 }
                 logger.debug("relaying", metadata: [
                     "source": "\(workload.map(String.init(describing:)) ?? "unknown")",

@@ -48,6 +48,10 @@ public final class NodeProxy: Sendable {
     public let mesh = MeshTable()
     /// Service ports routed at L7 (an HTTPRoute attaches to them).
     public let httpRoutes = HTTPRouteTable()
+    /// AuthorizationPolicies of this node's workloads.
+    public let authorization = AuthorizationTable()
+    /// Open connections into this node's workloads, checked again when policies change.
+    let live = LiveConnections()
     /// This node's workload certificates and the mesh's trust bundle.
     public let credentials = TunnelCredentials()
     let config: ProxyConfiguration

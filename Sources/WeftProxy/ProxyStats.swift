@@ -27,6 +27,7 @@ public final class ProxyStats: Sendable {
     /// HTTP requests no route matched (404, response flag NR).
     public let httpNoRoute = Atomic<Int>(0)
     private let byWorkload = Mutex<[WorkloadRef: Int]>([:])
+    private let authorizations = Mutex<[AuthorizationCount.Key: Int]>([:])
     private let pairs = Mutex<[IdentityPairKey: Int]>([:])
 
     public enum Direction: String, Sendable, Codable { case inbound, outbound }
@@ -52,6 +53,32 @@ public final class ProxyStats: Sendable {
     }
 
     public init() {}
+
+    /// AuthorizationPolicy outcomes worth counting (denials, audits), by
+    /// destination workload.
+    func countAuthorization(namespace: String, workload: String, decision: String, protocol: String) {
+        authorizations.withLock { a in
+            let key = AuthorizationCount.Key(namespace: namespace, workload: workload, decision: decision, protocol: `protocol`)
+            if a[key] == nil && a.count >= 10_000 { return }
+            a[key, default: 0] += 1
+        }
+    }
+
+    public struct AuthorizationCount: Sendable, Codable {
+        struct Key: Hashable {
+            var namespace: String
+            var workload: String
+            var decision: String
+            var `protocol`: String
+        }
+        public var namespace: String
+        public var workload: String
+        /// `deny` or `audit`.
+        public var decision: String
+        /// `tcp` or `http`.
+        public var `protocol`: String
+        public var count: Int
+    }
 
     func countConnection(from workload: WorkloadRef?) {
         accepted.add(1, ordering: .relaxed)
@@ -81,6 +108,7 @@ public final class ProxyStats: Sendable {
         public var inboundRefused: Int
         public var httpNoRoute: Int
         public var identities: [IdentityPair]
+        public var authorization: [AuthorizationCount]
     }
 
     public struct IdentityPair: Sendable, Codable {
@@ -109,6 +137,10 @@ public final class ProxyStats: Sendable {
             identities: pairs.withLock { p in
                 p.map { IdentityPair(direction: $0.key.direction, path: $0.key.path, source: $0.key.source,
                                      destination: $0.key.destination, connections: $0.value) }
-            }.sorted { ($0.direction.rawValue, $0.source, $0.destination) < ($1.direction.rawValue, $1.source, $1.destination) })
+            }.sorted { ($0.direction.rawValue, $0.source, $0.destination) < ($1.direction.rawValue, $1.source, $1.destination) },
+            authorization: authorizations.withLock { a in
+                a.map { AuthorizationCount(namespace: $0.key.namespace, workload: $0.key.workload, decision: $0.key.decision,
+                                           protocol: $0.key.protocol, count: $0.value) }
+            }.sorted { ($0.namespace, $0.workload, $0.decision, $0.protocol) < ($1.namespace, $1.workload, $1.decision, $1.protocol) })
     }
 }

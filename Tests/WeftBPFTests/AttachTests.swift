@@ -54,6 +54,7 @@ struct CaptureAttachment {
             case .sendmsg6: BPF_CGROUP_UDP6_SENDMSG
             case .recvmsg4: BPF_CGROUP_UDP4_RECVMSG
             case .recvmsg6: BPF_CGROUP_UDP6_RECVMSG
+            case .inboundIngress: BPF_CGROUP_INET_INGRESS
             }
             guard bpf_prog_query(fd, type, 0, &flags, &ids, &count) == 0 else { return -1 }
             return Int(count)

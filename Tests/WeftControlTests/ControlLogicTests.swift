@@ -103,8 +103,15 @@ struct ControlLogicTests {
             workloads: [try r(ServerManifests.workload("a", node: "n1")), try r(ServerManifests.workload("b", node: "n2")),
                         try r(ServerManifests.workload("c", node: "n1", labels: #"{"app": "other"}"#)),
                         try r(ServerManifests.workload("d", namespace: "blog", node: "n1"))],
-            services: [service])
+            services: [service],
+            policies: [try r(#"{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": {"name": "default", "namespace": "shop"}, "spec": {"mtls": {"mode": "STRICT"}}}"#),
+                       try r(#"{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "deny-admin", "namespace": "shop"}, "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}}"#)])
         let snapshot = NodeSnapshotBuilder.build(view, node: "n1", trustDomain: "td")
+        // Security policies travel to every node with their spec as stored.
+        #expect(snapshot.policies?.map { "\($0.kind) \($0.namespace)/\($0.name)" } == ["AuthorizationPolicy shop/deny-admin", "PeerAuthentication shop/default"])
+        let decoded = SnapshotPolicies(snapshot: snapshot)
+        #expect(decoded.undecodable.isEmpty && decoded.authorization.count == 1)
+        #expect(decoded.peerAuthentication(namespace: "shop", labels: [:]).mode == .strict)
         #expect(snapshot.version == 7 && snapshot.node == "n1" && snapshot.trustDomain == "td")
         #expect(snapshot.workloads.map { "\($0.namespace)/\($0.name)" } == ["blog/d", "shop/a", "shop/c"])
         #expect(snapshot.services.first?.endpoints.map(\.workload) == ["a", "b"], "same namespace and matching labels only")

@@ -308,9 +308,13 @@ final class TestNode: @unchecked Sendable {
         }
         // nsenter rather than `ip netns exec`, which remounts /sys and would
         // hide the cgroup2 and bpf mounts from weftd.
+        // In a unit cgroup of its own, as systemd runs it: the kernel's
+        // PeerAuthentication check names the proxy by its cgroup.
+        let unitCgroup = try cgroup("system.slice/weftd.service")
         weftd = try Spawned(
             label: "weftd",
-            arguments: ["nsenter", "--net=/run/netns/\(netns)", weftdBinary,
+            arguments: ["/bin/sh", "-c", #"echo $$ > "$0/cgroup.procs" && exec "$@""#, unitCgroup,
+                        "nsenter", "--net=/run/netns/\(netns)", weftdBinary,
                         "--config", configURL.path, "--log-level", level],
             outputURL: logURL, append: true)
     }

@@ -63,6 +63,32 @@ spec:
 ''')
 
 
+# Applied once the servers answer: from then on only the mesh reaches the catalog (STRICT, in the
+# kernel), and only the frontend's identity may call its API (checked by weftd on node b).
+POLICIES = '''apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: catalog-readers, namespace: shop}
+spec:
+  selector: {matchLabels: {app: catalog}}
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/frontend"]}}]
+    to: [{operation: {methods: ["GET"], paths: ["/api/*"]}}]
+'''
+
+
+def plaintext_refused(lab):
+    """A direct plaintext connect to catalog-v1 from node a, outside the mesh: STRICT drops it."""
+    probe = ('import socket,sys\ns=socket.socket();s.settimeout(2)\n'
+             f'try:\n s.connect(("{ADDR["b"]}",8080));print("connected")\nexcept OSError as e:print("refused",e)')
+    out = lab.in_node('a', 'python3', '-c', probe, check=False).stdout
+    return out.startswith('refused')
+
+
 def main():
     if os.geteuid() != 0:
         raise SystemExit('demo: needs root (BPF, cgroups, network namespaces)')
@@ -83,13 +109,22 @@ def main():
         lab.setup_nodes()
         lab.start_control()
         lab.apply(manifest(lab))
-        lab.start_weftds()
+        # Traces: both weftds export OTLP/HTTP to a receiver on node a (10% of requests sampled).
+        spans = os.path.join(logs, 'spans.jsonl')
+        lab.spawn('otlpsink', 'a', ['python3', os.path.join(FIXTURES, 'otlpsink.py'), '--listen', f'{ADDR["a"]}:4318', '--out', spans])
+        lab.wait_port('otlpsink', 'a', ADDR['a'], 4318)
+        lab.start_weftds(extra_config=f'''telemetry:
+  tracing:
+    endpoint: http://{ADDR["a"]}:4318/v1/traces
+    samplePercent: 10
+''')
         # The catalog versions on node b, each in its unit's cgroup (where systemd would put it).
         for name, port in (('v1', 8080), ('v2', 8081)):
             lab.spawn(f'catalog-{name}', 'b', ['python3', os.path.join(FIXTURES, 'httpecho.py'), '--port', str(port), '--name', f'catalog-{name}'],
                       cgroup=lab.cgroup('b', f'weft.slice/weft-shop.slice/catalog-{name}.service'))
             lab.wait_port(f'catalog-{name}', 'b', '127.0.0.1', port)
         lab.wait_certificates({'a': ['/ns/shop/sa/frontend'], 'b': ['/ns/shop/sa/catalog']})
+        lab.apply(POLICIES)
         lab.spawn('frontend', 'a', ['python3', os.path.join(HERE, 'loadgen.py'), '--url',
                                     'http://catalog.shop.svc.cluster.local/api/products', '--interval', '3'],
                   cgroup=lab.cgroup('a', 'weft.slice/weft-shop.slice/frontend.service'))
@@ -100,12 +135,15 @@ demo: the mesh is up.
   node a  netns {lab.netns["a"]}  {ADDR["a"]}  weftd {lab.node_name["a"]}   frontend.service (traffic)
   node b  netns {lab.netns["b"]}  {ADDR["b"]}  weftd {lab.node_name["b"]}   catalog-v1.service, catalog-v2.service
   canary  HTTPRoute catalog-canary: /api -> catalog-v1 90%, catalog-v2 10%
+  policy  PeerAuthentication STRICT in shop (plaintext into its workloads is dropped in the kernel);
+          AuthorizationPolicy catalog-readers: only sa frontend may GET /api/* on the catalog
 
 Where to look (another shell, as root):
   {ctl}
   nsenter --net=/run/netns/{lab.netns["a"]} curl -s 127.0.0.1:15021/debug/capture     # capture, proxy, HBONE, DNS
   nsenter --net=/run/netns/{lab.netns["a"]} curl -s {ADDR["a"]}:15020/metrics | grep ^istio_requests_total   # Prometheus exporter (node b: {ADDR["b"]}:15020)
-  dashboards: docs/grafana/ (see docs/observability.md); traces: set telemetry.tracing.endpoint in weftd.yaml
+  traces (OTLP/HTTP from both weftds, one JSON line per span): {spans}
+  dashboards: docs/grafana/ (see docs/observability.md)
   logs: {logs}
 {"Running for " + DURATION + " s." if DURATION else "Ctrl-C to stop; everything is removed on exit."}
 ''', flush=True)
@@ -129,24 +167,28 @@ Where to look (another shell, as root):
                 split = ', '.join(f'{k} {v["n"]} req p99 {v["p99_ms"]} ms' for k, v in sorted(r['by'].items()))
                 rate = r['requests'] / r['seconds'] if r['seconds'] else 0
                 success = 100.0 * r['ok'] / r['requests'] if r['requests'] else 0
+                traced = sum(1 for _ in open(spans)) if os.path.exists(spans) else 0
                 print(f'[{int(time.time() - start):>3}s] {rate:6.1f} req/s  success {success:5.1f}%  {split}  '
-                      f'mTLS {mtls} (HBONE streams {proxy.get("outboundStreams", 0)})', flush=True)
+                      f'mTLS {mtls} (HBONE streams {proxy.get("outboundStreams", 0)})  spans {traced}', flush=True)
         proxy = lab.admin('a').get('proxy', {})
         frontend, catalog = 'spiffe://cluster.local/ns/shop/sa/frontend', 'spiffe://cluster.local/ns/shop/sa/catalog'
         over_mtls = any(p.get('path') == 'hbone' and p.get('source') == frontend and p.get('destination') == catalog
                         and p.get('connections', 0) > 0 for p in proxy.get('identities', []))
         success = total['ok'] / total['requests'] if total['requests'] else 0
+        strict = plaintext_refused(lab)
         passed = total['ok'] > 0 and success >= 0.99 and over_mtls and total['by'].get('catalog-v2', 0) > 0 \
-            and total['by'].get('catalog-v1', 0) > total['by'].get('catalog-v2', 0)
+            and total['by'].get('catalog-v1', 0) > total['by'].get('catalog-v2', 0) and strict
         print(f'\ndemo: {total["ok"]} of {total["requests"]} requests answered, by {total["by"]}; '
-              f'frontend -> catalog over HBONE mTLS: {"yes" if over_mtls else "NO"}')
+              f'frontend -> catalog over HBONE mTLS: {"yes" if over_mtls else "NO"}; '
+              f'plaintext to catalog from outside the mesh: {"dropped (STRICT)" if strict else "LET THROUGH"}')
     finally:
         print('demo: cleaning up', flush=True)
         problems = lab.teardown()
         for p in problems:
             print(f'demo: {p}')
     if DURATION:
-        print('demo: PASS' if passed else 'demo: FAIL: expected answered requests (99%+), both versions, v1 more than v2, and frontend -> catalog over mTLS')
+        print('demo: PASS' if passed else 'demo: FAIL: expected answered requests (99%+), both versions, v1 more than v2, '
+              'frontend -> catalog over mTLS, and plaintext from outside the mesh dropped')
         sys.exit(0 if passed else 1)
 
 

@@ -71,4 +71,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } WEFT_MAP_EXCL_CIDR6 SEC(".maps");
 
+/* Plain hash, not LRU: a STRICT entry must never be evicted to make room. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WEFT_MTLS_MODE_MAX);
+	__type(key, struct weft_mtls_key);
+	__type(value, struct weft_mtls_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_MTLS_MODE SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct weft_proxy_id);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_PROXY_ID SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, WEFT_INBOUND_STATS_MAX);
+	__type(key, __u64);                       /* workload cgroup id */
+	__type(value, struct weft_inbound_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_INBOUND_STATS SEC(".maps");
+
 #endif

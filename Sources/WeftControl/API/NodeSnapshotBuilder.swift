@@ -8,6 +8,8 @@ struct ClusterView: Sendable {
     var workloads: [Resource]
     var services: [Resource]
     var routes: [Resource] = []
+    /// AuthorizationPolicies and PeerAuthentications.
+    var policies: [Resource] = []
 }
 
 /// Builds the snapshot one node receives (docs/control-api.md, "Node snapshot").
@@ -70,7 +72,16 @@ enum NodeSnapshotBuilder {
                 guard case .httpRoute = r.spec, let ns = r.metadata.namespace else { return nil }
                 return NodeSnapshot.Route(namespace: ns.rawValue, name: r.metadata.name,
                                           creationTimestamp: r.metadata.creationTimestamp, spec: r.encode()["spec"] ?? .object([:]))
-            }.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) })
+            }.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) },
+            policies: view.policies.compactMap { r -> NodeSnapshot.Policy? in
+                guard let ns = r.metadata.namespace else { return nil }
+                switch r.spec {
+                case .authorizationPolicy, .peerAuthentication: break
+                default: return nil
+                }
+                return NodeSnapshot.Policy(kind: r.spec.kind.rawValue, namespace: ns.rawValue, name: r.metadata.name,
+                                           spec: r.encode()["spec"] ?? .object([:]))
+            }.sorted { ($0.kind, $0.namespace, $0.name) < ($1.kind, $1.namespace, $1.name) })
     }
 
     /// The snapshot carries one number per port. A named target port is resolved

@@ -123,6 +123,23 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
         }
     }
 
+    /// An AuthorizationPolicy or PeerAuthentication as stored (its spec as
+    /// written): what the destination's node proxy and kernel enforce.
+    public struct Policy: Codable, Sendable, Equatable {
+        /// `AuthorizationPolicy` or `PeerAuthentication`.
+        public var kind: String
+        public var namespace: String
+        public var name: String
+        public var spec: JSONValue
+
+        public init(kind: String, namespace: String, name: String, spec: JSONValue) {
+            self.kind = kind
+            self.namespace = namespace
+            self.name = name
+            self.spec = spec
+        }
+    }
+
     public var version: Int64
     public var node: String
     public var trustDomain: String
@@ -136,10 +153,14 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
     public var peers: [Peer]?
     /// Every HTTPRoute. Absent from snapshots of older versions.
     public var routes: [Route]?
+    /// Every AuthorizationPolicy and PeerAuthentication. Absent from
+    /// snapshots of older versions.
+    public var policies: [Policy]?
 
     public init(version: Int64, node: String, trustDomain: String, namespaces: [Namespace], workloads: [Workload],
-                services: [Service], peers: [Peer]? = nil, routes: [Route]? = nil) {
+                services: [Service], peers: [Peer]? = nil, routes: [Route]? = nil, policies: [Policy]? = nil) {
         self.routes = routes
+        self.policies = policies
         self.version = version
         self.node = node
         self.trustDomain = trustDomain

@@ -26,8 +26,13 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// stream was opened for, as the destination proxy's telemetry sees it.
     enum Role {
         case source(service: HTTPRouteTable.Port, workload: WorkloadRef?)
-        case destination(target: OriginalDestination, traffic: TrafficLabels)
+        /// `traffic`: one label set per reporter this proxy is for the
+        /// connection. `authorization`: the workload's policies apply per request.
+        case destination(target: OriginalDestination, traffic: [TrafficLabels], authorization: AuthorizationContext?)
     }
+
+    /// This connection, for revocation when a policy change denies it.
+    private var live: LiveConnections.Entry?
 
     private let proxy: NodeProxy
     private let netns: NetworkNamespace
@@ -49,6 +54,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         var upstream: (any Channel)?
         /// Answered locally: the rest of the request is read and dropped.
         var discarding = false
+        /// The response has been sent in full.
+        var answered = false
         var responseFilters: [HTTPRouteSpec.HeaderModifier] = []
         // Telemetry: what is reported when the response ends.
         let started = Date()
@@ -123,7 +130,11 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private func continueRequest(_ part: HTTPServerRequestPart, _ exchange: Exchange) {
         if case .end = part { exchange.requestEnded = true }
         if case .body(let b) = part { exchange.requestBytes += b.readableBytes }
-        if exchange.discarding { return }
+        if exchange.discarding {
+            // Answered before the request ended: once it has, the next one may start.
+            if exchange.requestEnded, exchange.answered { finish(exchange) }
+            return
+        }
         if let upstream = exchange.upstream {
             upstream.writeAndFlush(Self.clientPart(part), promise: nil)
         } else {
@@ -140,7 +151,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let headers = head.headers.map { (name: $0.name, value: $0.value) }
         exchange.authority = head.headers.first(name: "host")
         exchange.requestID = head.headers.first(name: "x-request-id")
-        if case .destination(_, let traffic) = role { exchange.traffic = [traffic] }
+        if case .destination(_, let traffic, _) = role { exchange.traffic = traffic }
         do {
             try HeaderValidation.check(headers)
         } catch {
@@ -156,7 +167,22 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         switch role {
         case .source(let service, let workload):
             startAtSource(head, headers: headers, target: target, service: service, workload: workload, exchange)
-        case .destination(let destination, _):
+        case .destination(let destination, _, let authorization):
+            if let authorization {
+                // Paths are checked in the normalised form they are forwarded in.
+                let http = AuthorizationRequest.HTTP(method: head.method.rawValue, path: target.path,
+                                                     host: exchange.authority, headers: headers)
+                if let live {
+                    live.http.withLock { $0 = http }
+                } else if let channel = context?.channel {
+                    let entry = LiveConnections.Entry(context: authorization, http: http) { channel.close(promise: nil) }
+                    live = entry
+                    proxy.live.track(entry, until: channel)
+                }
+                if !proxy.authorize(authorization, http: http).allowed {
+                    return reply(exchange, .forbidden, flag: nil, body: RBAC.deniedBody, close: false)
+                }
+            }
             startAtDestination(head, headers: headers, target: target, destination: destination, exchange)
         }
     }
@@ -240,12 +266,21 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
         let destination = OriginalDestination(address: vip, port: backend.backend.port, socketFamily: vip.isIPv4 ? 2 : 10,
                                               pid: 0, cgroupID: 0, netnsCookie: 0)
-        let hops: [Hop]
+        var hops: [Hop]
         switch proxy.plan(destination, source: workload) {
         case .success(let planned): hops = planned.hops
         case .failure(let refusal):
             return reply(exchange, .serviceUnavailable, flag: "UH", body: "no healthy upstream: \(refusal)\n", close: false)
         }
+        // A backend on this node: this proxy is its destination proxy and
+        // checks its policies, with the request as it will be forwarded.
+        let principal = workload.flatMap { self.proxy.mesh.current.entry($0) }?.identity
+        let authorized = self.proxy.authorizedHops(hops, sourcePrincipal: principal, sourceIP: nil, http: AuthorizationRequest.HTTP(
+            method: head.method.rawValue, path: target.path, host: exchange.authority, headers: headers))
+        if authorized.hops.isEmpty {
+            return reply(exchange, .forbidden, flag: nil, body: RBAC.deniedBody, close: false)
+        }
+        hops = authorized.hops
         var list = out.map { (name: $0.name, value: $0.value) }
         if let tracing = proxy.telemetry.tracing {
             let span = tracing.start("\(exchange.traffic[0].service.host):\(backend.backend.port)/*", kind: .client, headers: &list)
@@ -441,8 +476,12 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// The response is out: next request, or close.
     private func finish(_ exchange: Exchange) {
         guard let context, current === exchange else { return }
+        exchange.answered = true
         if !exchange.keepAlive {
-            context.close(promise: nil)
+            // End our side cleanly (FIN, or END_STREAM on an HBONE stream)
+            // rather than close: a reset could overtake the response still
+            // on its way through a relay.
+            closeOutput(context)
             return
         }
         if !exchange.requestEnded {

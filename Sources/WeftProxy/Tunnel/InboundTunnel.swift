@@ -203,7 +203,12 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
         let channel = context.channel
         // The destination proxy's view: the source from its certificate (and
         // its baggage, for names), the workload from the directory.
+        // The policies of the workload, with the identity its certificate proved.
+        let authz = AuthorizationContext(destination: destination, sourcePrincipal: source,
+                                         sourceIP: channel.parent?.remoteAddress?.weftIPAddress,
+                                         destinationIP: address, destinationPort: port)
         let httpStream = h.headers.first(name: "x-weft-protocol") == "http/1.1"
+            || proxy.authorization.parsesHTTP(destination, port: port)
         let traffic = TrafficLabels(
             reporter: .destination,
             source: Baggage.sourceLabels(principal: source, baggage: h.headers.first(name: "baggage")),
@@ -222,13 +227,18 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
                     HBONEStreamHandler(open: authority),
                     ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
                     HTTPResponseEncoder(),
-                    HTTPRouter(proxy: proxy, netns: netns, role: .destination(target: target, traffic: traffic)),
+                    HTTPRouter(proxy: proxy, netns: netns, role: .destination(target: target, traffic: [traffic], authorization: authz)),
                 ])
                 ops.removeHandler(context: context, promise: nil)
                 channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
             } catch {
                 channel.close(promise: nil)
             }
+            return
+        }
+        if !proxy.authorize(authz).allowed {
+            // Denied TCP: the source proxy resets its workload's connection.
+            respond(context: context, status: "403")
             return
         }
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -260,7 +270,13 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
                 } catch {
                     upstream.close(promise: nil)
                     channel.close(promise: nil)
+                    return
                 }
+                proxy.live.track(LiveConnections.Entry(context: authz, http: nil) {
+                    // Reset both ends: the stream (RST_STREAM) and the workload's socket.
+                    upstream.close(promise: nil)
+                    channel.close(promise: nil)
+                }, until: channel)
             }
         }
     }

@@ -21,12 +21,30 @@ Swift harness can follow a long-running process by reading its output file.
                                  (or plain bytes), the HTTP/2 preface and SETTINGS;
                                  prints whether the handshake held and whether the
                                  server answered with an HTTP/2 SETTINGS frame.
+  linger --host H --port P --duration S [--interval 0.05]
+                                 one connection to a `serve` server, a line echoed every
+                                 interval and the socket watched in between, so that a
+                                 close or reset is seen the moment it arrives: prints
+                                 {"event":"connected","t":..} after the first echo, then
+                                 {"event":"closed","t":..,"error":..,"rounds":..} or
+                                 {"event":"done","ok":true,..}; t is time.time().
+  session --host H --port P --request "METHOD PATH" [--request ...] [--header "N: V"]
+                                 HTTP/1.1 requests one after the other on one keep-alive
+                                 connection (reopened only if the server closed it);
+                                 prints {"responses":[{"status","body","content_type",
+                                 "local_port","will_close","error"}, ...]}: equal local
+                                 ports mean one connection carried both requests.
+
+Client subcommands (probe, loop, many, hold, linger) take --mark N (e.g. 0x5746): SO_MARK
+on the socket before it connects (needs CAP_NET_ADMIN).
 """
 import argparse
 import errno
 import hashlib
+import http.client
 import json
 import os
+import select
 import socket
 import socketserver
 import ssl
@@ -71,7 +89,7 @@ def make_payload(text, size):
     return (text or "ping").encode()
 
 
-def open_socket(family, host, port, timeout):
+def open_socket(family, host, port, timeout, mark=None):
     if family == "4":
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         target = (host, port)
@@ -85,6 +103,13 @@ def open_socket(family, host, port, timeout):
         target = ("::ffff:" + host if "." in host else host, port, 0, 0)
     else:
         raise ValueError("unknown family " + family)
+    if mark is not None:
+        # SO_MARK (36 on Linux) needs CAP_NET_ADMIN; a failure is reported like a connect error.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_MARK", 36), mark)
+        except OSError:
+            sock.close()
+            raise
     sock.settimeout(timeout)
     return sock, target
 
@@ -109,7 +134,7 @@ def probe_once(args):
     start = time.monotonic()
     sock = None
     try:
-        sock, target = open_socket(args.family, args.host, args.port, args.timeout)
+        sock, target = open_socket(args.family, args.host, args.port, args.timeout, getattr(args, "mark", None))
         sock.connect(target)
         result["local"] = endpoint(sock.getsockname())
         result["peer"] = endpoint(sock.getpeername())
@@ -177,7 +202,7 @@ def many_worker(args, count, totals, lock):
     for _ in range(count):
         sock = None
         try:
-            sock, target = open_socket(args.family, args.host, args.port, args.timeout)
+            sock, target = open_socket(args.family, args.host, args.port, args.timeout, getattr(args, "mark", None))
             sock.connect(target)
             if sock.getsockname()[0] in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
                 loopback += 1
@@ -304,7 +329,7 @@ def cmd_hold(args):
     result = {"ok": False, "rounds": 0, "error": None}
     sock = None
     try:
-        sock, target = open_socket(args.family, args.host, args.port, args.timeout)
+        sock, target = open_socket(args.family, args.host, args.port, args.timeout, getattr(args, "mark", None))
         sock.connect(target)
         hello, buf = read_line(sock, b"")
         if hello is None:
@@ -327,6 +352,69 @@ def cmd_hold(args):
         if sock is not None:
             sock.close()
     emit(result)
+
+
+def cmd_linger(args):
+    rounds = 0
+    sock = None
+    try:
+        sock, target = open_socket(args.family, args.host, args.port, args.timeout, args.mark)
+        sock.connect(target)
+        hello, buf = read_line(sock, b"")
+        if hello is None:
+            raise ConnectionAbortedError(0, "EOF")
+        end = time.monotonic() + args.duration
+        while time.monotonic() < end:
+            line = "tick-%d" % rounds
+            sock.sendall((line + "\n").encode())
+            echoed, buf = read_line(sock, buf)
+            if echoed != line:
+                raise ConnectionAbortedError(0, "EOF")
+            rounds += 1
+            if rounds == 1:
+                emit({"event": "connected", "t": time.time()})
+            # Between lines, wait on the socket: a FIN or RST wakes us at once.
+            readable, _, _ = select.select([sock], [], [], args.interval)
+            if readable:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionAbortedError(0, "EOF")
+                buf += chunk
+        emit({"event": "done", "ok": True, "rounds": rounds, "t": time.time()})
+    except ConnectionAbortedError as exc:
+        emit({"event": "closed", "t": time.time(), "rounds": rounds,
+              "error": "EOF" if exc.errno == 0 else error_name(exc)})
+    except OSError as exc:
+        emit({"event": "closed", "t": time.time(), "rounds": rounds, "error": error_name(exc)})
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def cmd_session(args):
+    headers = dict(h.split(":", 1) for h in args.header)
+    headers = {k.strip(): v.strip() for k, v in headers.items()}
+    conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
+    responses = []
+    for spec in args.request:
+        method, _, path = spec.partition(" ")
+        entry = {"request": spec, "status": None, "body": None, "content_type": None,
+                 "local_port": None, "will_close": None, "error": None}
+        try:
+            conn.request(method, path or "/", headers=headers)
+            if conn.sock is not None:
+                entry["local_port"] = conn.sock.getsockname()[1]
+            resp = conn.getresponse()
+            entry["status"] = resp.status
+            entry["content_type"] = resp.getheader("content-type")
+            entry["will_close"] = bool(resp.will_close)
+            entry["body"] = resp.read().decode(errors="replace")[:2000]
+        except (OSError, http.client.HTTPException) as exc:
+            entry["error"] = error_name(exc)
+            conn.close()
+        responses.append(entry)
+    conn.close()
+    emit({"responses": responses})
 
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -384,6 +472,7 @@ def main():
         p.add_argument("--port", type=int, required=True)
         p.add_argument("--family", choices=["4", "6", "6mapped"], default=None)
         p.add_argument("--timeout", type=float, default=5.0)
+        p.add_argument("--mark", type=lambda text: int(text, 0), default=None)
 
     def single(p):
         p.add_argument("--payload", default="ping")
@@ -429,6 +518,20 @@ def main():
     client(p)
     p.add_argument("--duration", type=float, required=True)
     p.set_defaults(func=cmd_hold)
+
+    p = sub.add_parser("linger")
+    client(p)
+    p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--interval", type=float, default=0.05)
+    p.set_defaults(func=cmd_linger)
+
+    p = sub.add_parser("session")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--request", action="append", required=True)
+    p.add_argument("--header", action="append", default=[])
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=cmd_session)
 
     p = sub.add_parser("tls")
     p.add_argument("--host", required=True)
