@@ -101,13 +101,13 @@ final class AgentMetrics: Sendable {
             guard parts.count == 2 else { continue }
             counted.append(("weft_peer_authentication_refused_total",
                             "Plaintext connections into a STRICT workload dropped in the kernel.",
-                            [("namespace", parts[0]), ("workload", parts[1])], Double(n)))
+                            [("workload_namespace", parts[0]), ("workload", parts[1])], Double(n)))
         }
         for a in stats?.authorization ?? [] {
             let name = a.decision == "deny" ? "weft_authorization_denied_total" : "weft_authorization_audited_total"
             let help = a.decision == "deny" ? "Connections or requests an AuthorizationPolicy denied, by destination workload."
                 : "Connections or requests an AUDIT AuthorizationPolicy matched, by destination workload."
-            counted.append((name, help, [("namespace", a.namespace), ("workload", a.workload), ("protocol", a.protocol)], Double(a.count)))
+            counted.append((name, help, [("workload_namespace", a.namespace), ("workload", a.workload), ("protocol", a.protocol)], Double(a.count)))
         }
         advanceCounters(counted)
     }

@@ -541,7 +541,7 @@ public actor NodeAgent: Service {
                 cgroupID: Cgroups.id(w.cgroup) ?? 0, netns: workloadNetns[w.ref] ?? "node",
                 captured: w.meshed && hooks.count == CaptureHook.allCases.count,
                 hooks: CaptureHook.allCases.filter(hooks.contains).map(\.rawValue),
-                connections: 0, lastRepair: repairedAt.map { iso.string(from: $0) }, pids: pids))
+                hooksExpected: CaptureHook.allCases.count, connections: 0, lastRepair: repairedAt.map { iso.string(from: $0) }, pids: pids))
         }
         let ready = desired.keys.allSatisfy { attached.contains($0) || !$0.hasPrefix("namespaces/") }
             && listeners[nodeNetns.inode] != nil

@@ -17,6 +17,8 @@ public struct CaptureReport: Codable, Sendable {
         public var netns: String
         public var captured: Bool
         public var hooks: [String]
+        /// How many hooks a captured workload has.
+        public var hooksExpected: Int
         public var connections: Int
         public var lastRepair: String?
         public var pids: Int

@@ -168,7 +168,7 @@ public final class ControlClient: Sendable {
         return try revisionOf(try await json(.DELETE, path, query: query), path)
     }
 
-    /// `POST /v1/tokens`: a one-use bootstrap token for `weftd join`.
+    /// `POST /v1/tokens`: a one-use bootstrap token with which a weftd joins (its `control.tokenFile`).
     public func createToken(ttlSeconds: Int? = nil) async throws(ControlError) -> (token: String, expiresAt: String) {
         var body = JSONObject()
         if let ttlSeconds { body["ttlSeconds"] = .int(Int64(ttlSeconds)) }

@@ -15,7 +15,7 @@ public enum StatusReport {
         }
         let nodes = report["nodes"]?.arrayValue ?? []
         if nodes.isEmpty {
-            out += "No nodes have joined (weftctl node token create, then weftd join on the node).\n"
+            out += "No nodes have joined (weftctl node token create, then put the token in control.tokenFile of the node's weftd.yaml and start weftd).\n"
         } else {
             out += "NODES\n" + nodeTable(nodes, current: current, now: now).render()
         }

@@ -26,6 +26,9 @@ public final class ProxyStats: Sendable {
     public let inboundRefused = Atomic<Int>(0)
     /// HTTP requests no route matched (404, response flag NR).
     public let httpNoRoute = Atomic<Int>(0)
+    /// HTTP retries made (HTTPRoute retry), and requests mirrored.
+    public let httpRetries = Atomic<Int>(0)
+    public let httpMirrored = Atomic<Int>(0)
     private let byWorkload = Mutex<[WorkloadRef: Int]>([:])
     private let authorizations = Mutex<[AuthorizationCount.Key: Int]>([:])
     private let pairs = Mutex<[IdentityPairKey: Int]>([:])
@@ -107,6 +110,8 @@ public final class ProxyStats: Sendable {
         public var inboundStreams: Int
         public var inboundRefused: Int
         public var httpNoRoute: Int
+        public var httpRetries: Int
+        public var httpMirrored: Int
         public var identities: [IdentityPair]
         public var authorization: [AuthorizationCount]
     }
@@ -134,6 +139,8 @@ public final class ProxyStats: Sendable {
             inboundStreams: inboundStreams.load(ordering: .relaxed),
             inboundRefused: inboundRefused.load(ordering: .relaxed),
             httpNoRoute: httpNoRoute.load(ordering: .relaxed),
+            httpRetries: httpRetries.load(ordering: .relaxed),
+            httpMirrored: httpMirrored.load(ordering: .relaxed),
             identities: pairs.withLock { p in
                 p.map { IdentityPair(direction: $0.key.direction, path: $0.key.path, source: $0.key.source,
                                      destination: $0.key.destination, connections: $0.value) }

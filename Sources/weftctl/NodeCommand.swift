@@ -18,8 +18,8 @@ struct NodeCommand: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Create a one-use bootstrap token and print it (only the token, for scripts).",
                 discussion: """
-                  TOKEN=$(weftctl node token create --ttl 1h)
-                  weftd join --server https://CONTROL:15443 --token "$TOKEN" …
+                  weftctl node token create --ttl 1h > /etc/weft/join.token   # on the node, 0600
+                  # weftd.yaml: control: {server: https://CONTROL:15443, caFile: …, tokenFile: /etc/weft/join.token}
                 """)
 
             @OptionGroup var connection: ConnectionOptions

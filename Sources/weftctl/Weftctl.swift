@@ -98,7 +98,7 @@ struct Capture: AsyncParsableCommand {
         print("")
         let rows = (obj["workloads"] as? [[String: Any]] ?? []).map { w -> [String] in
             ["\(w["namespace"] ?? "")", "\(w["name"] ?? "")", (w["captured"] as? Bool ?? false) ? "yes" : "NO",
-             "\((w["hooks"] as? [Any])?.count ?? 0)/5", "\(w["netns"] ?? "")", "\(w["connections"] ?? 0)",
+             "\((w["hooks"] as? [Any])?.count ?? 0)/\(w["hooksExpected"] as? Int ?? 0)", "\(w["netns"] ?? "")", "\(w["connections"] ?? 0)",
              "\(w["lastRepair"] as? String ?? "-")"]
         }
         table(header: ["NAMESPACE", "WORKLOAD", "CAPTURED", "HOOKS", "NETNS", "CONNECTIONS", "LAST REPAIR"], rows: rows)

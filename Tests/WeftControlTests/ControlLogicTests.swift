@@ -145,7 +145,11 @@ struct ControlLogicTests {
     @Test("the server certificate names weft-control, localhost and the listen address")
     func serverCertificateNames() {
         #expect(ServerCertificate.names(listenHost: "10.0.0.5") == .init(dns: ["weft-control", "localhost"], ips: [IPAddress("10.0.0.5")!]))
-        #expect(ServerCertificate.names(listenHost: "0.0.0.0").ips == [IPAddress("127.0.0.1")!, IPAddress("::1")!])
+        #expect(ServerCertificate.names(listenHost: "0.0.0.0", hostAddresses: { ([], []) }).ips == [IPAddress("127.0.0.1")!, IPAddress("::1")!])
+        // Every address: the host's own addresses and name too, so that nodes may dial any of them.
+        let all = ServerCertificate.names(listenHost: "0.0.0.0", hostAddresses: { (["node-1"], [IPAddress("10.0.0.5")!]) })
+        #expect(all.ips == [IPAddress("127.0.0.1")!, IPAddress("::1")!, IPAddress("10.0.0.5")!] && all.dns.contains("node-1"))
+        #expect(!ServerCertificate.localHost().ips.contains { $0.isLoopback })
         #expect(ServerCertificate.names(listenHost: "control.example").dns == ["weft-control", "localhost", "control.example"])
     }
 }

@@ -557,7 +557,7 @@ struct AuthorizationPolicyTests {
                             "the connection must stay open after a 403 (local ports \(ports)): \(responses)")
 
                     let denied = try await Self.waitForMetric(n[1], "weft_authorization_denied_total",
-                                                              ["namespace": "shop", "workload": "catalog"])
+                                                              ["workload_namespace": "shop", "workload": "catalog"])
                     #expect(denied.value >= 1, "denials at catalog's node are counted:\n\(denied.series)")
                 }
             }
@@ -649,7 +649,7 @@ struct AuthorizationPolicyTests {
             #expect(sameNode.ok && sameNode.viaProxy, "STRICT: neighbour (node 1) → catalog:9090 through the mesh: \(sameNode)")
 
             let refused = try await Self.waitForMetric(n[1], "weft_peer_authentication_refused_total",
-                                                       ["namespace": "shop", "workload": "catalog"])
+                                                       ["workload_namespace": "shop", "workload": "catalog"])
             #expect(refused.value >= 1, "STRICT drops are counted:\n\(refused.series)")
 
             // weftd killed (a crash, an upgrade): STRICT stays in the kernel
@@ -784,7 +784,7 @@ struct AuthorizationPolicyTests {
             let other = try await n[0].probe(from: admin, host: Self.target, port: 9090, ["--timeout", "4"], timeout: 15)
             #expect(other.ok, "admin is not denied: \(other)")
 
-            let denied = try await Self.waitForMetric(n[1], "weft_authorization_denied_total", ["namespace": "shop", "workload": "catalog"])
+            let denied = try await Self.waitForMetric(n[1], "weft_authorization_denied_total", ["workload_namespace": "shop", "workload": "catalog"])
             #expect(denied.value >= 1, "denials at catalog's node are counted:\n\(denied.series)")
         }
     }

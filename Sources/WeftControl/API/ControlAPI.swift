@@ -389,7 +389,8 @@ final class ControlAPI: Sendable {
         return ClusterView(version: version, namespaces: try await read(.namespace),
                            workloads: try await read(.workload), services: try await read(.service),
                            routes: try await read(.httpRoute),
-                           policies: try await read(.authorizationPolicy) + read(.peerAuthentication))
+                           policies: try await read(.authorizationPolicy) + read(.peerAuthentication),
+                           faultInjections: try await read(.faultInjection))
     }
 
     func putStatus(node: String, body: [UInt8], credentialNotAfter: Date?) async throws -> APIResponse {

@@ -10,6 +10,7 @@ struct ClusterView: Sendable {
     var routes: [Resource] = []
     /// AuthorizationPolicies and PeerAuthentications.
     var policies: [Resource] = []
+    var faultInjections: [Resource] = []
 }
 
 /// Builds the snapshot one node receives (docs/control-api.md, "Node snapshot").
@@ -81,7 +82,12 @@ enum NodeSnapshotBuilder {
                 }
                 return NodeSnapshot.Policy(kind: r.spec.kind.rawValue, namespace: ns.rawValue, name: r.metadata.name,
                                            spec: r.encode()["spec"] ?? .object([:]))
-            }.sorted { ($0.kind, $0.namespace, $0.name) < ($1.kind, $1.namespace, $1.name) })
+            }.sorted { ($0.kind, $0.namespace, $0.name) < ($1.kind, $1.namespace, $1.name) },
+            faultInjections: view.faultInjections.compactMap { r -> NodeSnapshot.Policy? in
+                guard case .faultInjection = r.spec, let ns = r.metadata.namespace else { return nil }
+                return NodeSnapshot.Policy(kind: r.spec.kind.rawValue, namespace: ns.rawValue, name: r.metadata.name,
+                                           spec: r.encode()["spec"] ?? .object([:]))
+            }.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) })
     }
 
     /// The snapshot carries one number per port. A named target port is resolved

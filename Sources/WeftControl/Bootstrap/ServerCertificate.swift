@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Glibc
 import SwiftASN1
 import WeftCore
 import WeftIdentity
@@ -20,15 +21,20 @@ enum ServerCertificate {
         var ips: [IPAddress]
     }
 
-    /// DNS `weft-control` and `localhost`, and the address the server listens on
-    /// (loopback when it listens on every address), or that name if it is one.
-    static func names(listenHost: String) -> Names {
+    /// DNS `weft-control` and `localhost`, and the address the server listens on,
+    /// or that name if it is one. Listening on every address, it names
+    /// loopback and `hostAddresses` (the host's own addresses and host name,
+    /// so that nodes can reach it by any of them, as the README's quick start does).
+    static func names(listenHost: String, hostAddresses: () -> (names: [String], ips: [IPAddress]) = localHost) -> Names {
         var dns = ["weft-control", "localhost"]
         var ips: [IPAddress] = []
         if let ip = IPAddress(listenHost) {
             let unspecified = ip.isIPv4 ? ip.bytes[12...].allSatisfy { $0 == 0 } : ip.bytes.allSatisfy { $0 == 0 }
             if unspecified {
                 ips = [IPAddress(ipv4: 127, 0, 0, 1), IPAddress("::1")!]
+                let host = hostAddresses()
+                for ip in host.ips where !ips.contains(ip) { ips.append(ip) }
+                for name in host.names where !dns.contains(name) { dns.append(name) }
             } else {
                 ips = [ip]
             }
@@ -36,6 +42,42 @@ enum ServerCertificate {
             dns.append(listenHost)
         }
         return Names(dns: dns, ips: ips)
+    }
+
+    /// This host's name and interface addresses (link-local IPv6 left out:
+    /// it needs a zone to be dialled).
+    static func localHost() -> (names: [String], ips: [IPAddress]) {
+        var names: [String] = []
+        var buffer = [CChar](repeating: 0, count: 256)
+        if gethostname(&buffer, buffer.count) == 0 {
+            let name = String(cString: buffer).lowercased()
+            if !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }) { names.append(name) }
+        }
+        var ips: [IPAddress] = []
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return (names, ips) }
+        defer { freeifaddrs(list) }
+        var cursor: UnsafeMutablePointer<ifaddrs>? = first
+        while let entry = cursor {
+            defer { cursor = entry.pointee.ifa_next }
+            guard let sa = entry.pointee.ifa_addr else { continue }
+            var ip: IPAddress?
+            if sa.pointee.sa_family == sa_family_t(AF_INET) {
+                ip = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
+                    var a = p.pointee.sin_addr
+                    let b = withUnsafeBytes(of: &a) { Array($0) }
+                    return IPAddress(ipv4: b[0], b[1], b[2], b[3])
+                }
+            } else if sa.pointee.sa_family == sa_family_t(AF_INET6) {
+                ip = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                    var a = p.pointee.sin6_addr
+                    let b = withUnsafeBytes(of: &a) { Array($0) }
+                    return b[0] == 0xfe && (b[1] & 0xc0) == 0x80 ? nil : IPAddress(mapped: b)
+                }
+            }
+            if let ip, !ip.isLoopback, !ips.contains(ip) { ips.append(ip) }
+        }
+        return (names, ips)
     }
 
     /// A fresh key and certificate, as PEM.

@@ -123,10 +123,11 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
         }
     }
 
-    /// An AuthorizationPolicy or PeerAuthentication as stored (its spec as
-    /// written): what the destination's node proxy and kernel enforce.
+    /// A resource the node applies as stored (its spec as written): an
+    /// AuthorizationPolicy or PeerAuthentication (what the destination's node
+    /// proxy and kernel enforce), or a FaultInjection (what HTTPRoutes name).
     public struct Policy: Codable, Sendable, Equatable {
-        /// `AuthorizationPolicy` or `PeerAuthentication`.
+        /// `AuthorizationPolicy`, `PeerAuthentication` or `FaultInjection`.
         public var kind: String
         public var namespace: String
         public var name: String
@@ -156,9 +157,14 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
     /// Every AuthorizationPolicy and PeerAuthentication. Absent from
     /// snapshots of older versions.
     public var policies: [Policy]?
+    /// Every FaultInjection (HTTPRoutes name them in ExtensionRef filters).
+    /// Absent from snapshots of older versions.
+    public var faultInjections: [Policy]?
 
     public init(version: Int64, node: String, trustDomain: String, namespaces: [Namespace], workloads: [Workload],
-                services: [Service], peers: [Peer]? = nil, routes: [Route]? = nil, policies: [Policy]? = nil) {
+                services: [Service], peers: [Peer]? = nil, routes: [Route]? = nil, policies: [Policy]? = nil,
+                faultInjections: [Policy]? = nil) {
+        self.faultInjections = faultInjections
         self.routes = routes
         self.policies = policies
         self.version = version

@@ -21,6 +21,10 @@ public final class HTTPRouteTable: Sendable {
         /// first by name, when several select it): the destination proxy's
         /// `destination_service`.
         var serviceByEndpoint: [ServiceTable.Key: (namespace: String, name: String)] = [:]
+        /// FaultInjections by `namespace/name`.
+        var faults: [String: FaultInjectionSpec] = [:]
+        /// A workload's first address, by `namespace/name`: its x-forwarded-for.
+        var addressByWorkload: [String: String] = [:]
     }
 
     private let state = Mutex(State())
@@ -30,6 +34,19 @@ public final class HTTPRouteTable: Sendable {
     public func replace(_ snapshot: NodeSnapshot) {
         let routes = RouteSource.all(in: snapshot)
         var s = State()
+        for f in snapshot.faultInjections ?? [] {
+            let document: JSONValue = .object([
+                "apiVersion": .string(ResourceKind.weftAPIVersion), "kind": .string(f.kind),
+                "metadata": .object(["name": .string(f.name), "namespace": .string(f.namespace)]), "spec": f.spec,
+            ])
+            // One that does not decode is left out: a route naming it answers 500, never forwards unfaulted.
+            if case .faultInjection(let spec)? = (try? ResourceDocument.decode(document))?.spec {
+                s.faults["\(f.namespace)/\(f.name)"] = spec
+            }
+        }
+        for p in snapshot.peers ?? [] {
+            if let a = p.addresses.first { s.addressByWorkload["\(p.namespace)/\(p.name)"] = a }
+        }
         for svc in snapshot.services {
             guard let vip = IPAddress(svc.virtualIP) else { continue }
             s.vipByName["\(svc.namespace)/\(svc.name)"] = vip
@@ -61,6 +78,14 @@ public final class HTTPRouteTable: Sendable {
 
     func service(ofEndpoint address: IPAddress, port: UInt16) -> (namespace: String, name: String)? {
         state.withLock { $0.serviceByEndpoint[ServiceTable.Key(address: address, port: port)] }
+    }
+
+    func fault(namespace: String, name: String) -> FaultInjectionSpec? {
+        state.withLock { $0.faults["\(namespace)/\(name)"] }
+    }
+
+    func address(of workload: WorkloadRef) -> String? {
+        state.withLock { $0.addressByWorkload["\(workload.namespace.rawValue)/\(workload.name.rawValue)"] }
     }
 
     func virtualIP(namespace: String, service: String) -> IPAddress? {

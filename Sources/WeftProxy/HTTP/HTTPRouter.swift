@@ -56,6 +56,28 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         var discarding = false
         /// The response has been sent in full.
         var answered = false
+        /// The response head went to the client: no retry any more.
+        var responseStarted = false
+        // Source role: what each attempt sends, and how attempts go.
+        var forwarded: HTTPRequestHead?
+        var target: PathNormalization.Target?
+        var backend: OriginalDestination?
+        var workload: WorkloadRef?
+        var authorizationHTTP: AuthorizationRequest.HTTP?
+        var retry = RetryPolicy.none
+        var attempt = 0
+        var retries = 0
+        var perTryTimeout: TimeAmount?
+        var perTryTimer: Scheduled<Void>?
+        var requestTimer: Scheduled<Void>?
+        var delayed = false
+        var mirrors: [OriginalDestination] = []
+        /// Body parts and end received so far, for retries and mirrors.
+        var replay: [HTTPServerRequestPart] = []
+        var replayBytes = 0
+        var replayable = true
+        /// Response flags besides the outcome's (DI: the request was delayed by a fault).
+        var flags: [String] = []
         var responseFilters: [HTTPRouteSpec.HeaderModifier] = []
         // Telemetry: what is reported when the response ends.
         let started = Date()
@@ -130,6 +152,17 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private func continueRequest(_ part: HTTPServerRequestPart, _ exchange: Exchange) {
         if case .end = part { exchange.requestEnded = true }
         if case .body(let b) = part { exchange.requestBytes += b.readableBytes }
+        if exchange.replayable {
+            // Kept for retries and mirrors while the request is small enough.
+            if case .body(let b) = part { exchange.replayBytes += b.readableBytes }
+            if exchange.replayBytes > Self.maxReplayBytes {
+                exchange.replayable = false
+                exchange.replay = []
+            } else {
+                exchange.replay.append(part)
+            }
+        }
+        if case .end = part, exchange.forwarded != nil { sendMirrors(exchange) }
         if exchange.discarding {
             // Answered before the request ended: once it has, the next one may start.
             if exchange.requestEnded, exchange.answered { finish(exchange) }
@@ -202,6 +235,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                                         headers: HTTPHeaders(out.map { ($0.name, $0.value) }))
         forwarded.headers.remove(name: "connection")
         exchange.upstreamHost = destination.description
+        exchange.attempt = 1
         guard let context else { return }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let stats = proxy.stats
@@ -233,64 +267,166 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             proxy.stats.httpNoRoute.add(1, ordering: .relaxed)
             return reply(exchange, .notFound, flag: "NR", body: "no route for \(target.path)\n", close: false)
         }
+        let routeNamespace = selected.route.namespace
+        let routeName = "\(routeNamespace)/\(selected.route.name)"
+        // The rule's filters, then the chosen backend's.
         var requestModifiers: [HTTPRouteSpec.HeaderModifier] = []
         var responseModifiers: [HTTPRouteSpec.HeaderModifier] = []
-        func collect(_ filters: [HTTPRouteSpec.Filter]) -> Bool {
+        var redirect: HTTPRouteSpec.Redirect?
+        var rewrite: HTTPRouteSpec.URLRewrite?
+        var mirrors: [HTTPRouteSpec.Mirror] = []
+        var fault: FaultInjectionSpec?
+        var missingFault: String?
+        func collect(_ filters: [HTTPRouteSpec.Filter]) {
             for f in filters {
                 switch f {
                 case .requestHeaderModifier(let m): requestModifiers.append(m)
                 case .responseHeaderModifier(let m): responseModifiers.append(m)
-                default: return false
+                case .requestRedirect(let r): redirect = r
+                case .urlRewrite(let r): rewrite = r
+                case .requestMirror(let m): mirrors.append(m)
+                case .faultInjection(let name):
+                    if let spec = proxy.httpRoutes.fault(namespace: routeNamespace, name: name) { fault = spec } else { missingFault = name }
                 }
             }
-            return true
         }
-        guard collect(selected.rule.filters), let backend = CompiledRoutes.pickBackend(selected.rule), collect(backend.filters) else {
+        collect(selected.rule.filters)
+        // The prefix a ReplacePrefixMatch replaces: the rule's one PathPrefix match.
+        let matchedPrefix = selected.rule.matches.count == 1 && selected.rule.matches[0].path.type == .pathPrefix
+            ? selected.rule.matches[0].path.value : nil
+        if let missingFault {
+            // Never forward a request unfaulted that the route says to fault.
             return reply(exchange, .internalServerError, flag: nil,
-                         body: "route \(selected.route.namespace)/\(selected.route.name) has no usable backend, or a filter this proxy does not support yet\n",
-                         close: false)
+                         body: "route \(routeName) names FaultInjection \(routeNamespace)/\(missingFault), which does not exist\n", close: false)
+        }
+        if let redirect {
+            // Answered here: no backend is involved (Gateway API: a redirect rule has no backendRefs to use).
+            exchange.responseFilters = responseModifiers
+            let location = RouteFilters.redirectLocation(redirect, requestHost: exchange.authority, requestPath: target.path,
+                                                         query: target.query, matchedPrefix: matchedPrefix)
+            return reply(exchange, HTTPResponseStatus(statusCode: redirect.statusCode), flag: nil, body: "", close: false,
+                         headers: [("location", location)])
+        }
+        guard let backend = CompiledRoutes.pickBackend(selected.rule) else {
+            return reply(exchange, .internalServerError, flag: nil, body: "route \(routeName) has no backend with a weight above 0\n", close: false)
+        }
+        collect(backend.filters)
+        if let missingFault {
+            return reply(exchange, .internalServerError, flag: nil,
+                         body: "route \(routeName) names FaultInjection \(routeNamespace)/\(missingFault), which does not exist\n", close: false)
         }
         exchange.responseFilters = responseModifiers
-        let backendNamespace = backend.backend.namespace?.rawValue ?? selected.route.namespace
+        let backendNamespace = backend.backend.namespace?.rawValue ?? routeNamespace
         guard let vip = proxy.httpRoutes.virtualIP(namespace: backendNamespace, service: backend.backend.name) else {
             return reply(exchange, .internalServerError, flag: nil, body: "backend Service \(backendNamespace)/\(backend.backend.name) does not exist\n", close: false)
+        }
+        // Faults (Istio's semantics): an abort answers without a backend; a
+        // delay holds the request before it is sent.
+        if let abort = fault?.abort, RouteFilters.sampled(percent: abort.percentage) {
+            switch abort.status {
+            case .http(let code):
+                return reply(exchange, HTTPResponseStatus(statusCode: code), flag: "FI", body: "fault filter abort\n", close: false)
+            case .grpc(let status):
+                return reply(exchange, .ok, flag: "FI", body: "", close: false, headers: [
+                    ("content-type", "application/grpc"), ("grpc-status", String(Self.grpcCode(status))),
+                    ("grpc-message", "fault filter abort")])
+            }
+        }
+        var delay: TimeAmount?
+        if let d = fault?.delay, RouteFilters.sampled(percent: d.percentage) {
+            delay = .milliseconds(d.fixedDelay.milliseconds)
+            exchange.flags.append("DI")
         }
 
         var out = HTTPHeaders(HeaderValidation.forwardable(headers).map { ($0.name, $0.value) })
         for m in requestModifiers { Self.apply(m, to: &out) }
         if !out.contains(name: "x-request-id") { out.add(name: "x-request-id", value: Self.requestID()) }
         if !out.contains(name: "x-forwarded-proto") { out.add(name: "x-forwarded-proto", value: "http") }
+        // The source workload's address, appended as Envoy does with use_remote_address.
+        if let workload, let address = proxy.httpRoutes.address(of: workload) {
+            let prior = out[canonicalForm: "x-forwarded-for"].joined(separator: ", ")
+            out.replaceOrAdd(name: "x-forwarded-for", value: prior.isEmpty ? address : "\(prior), \(address)")
+        }
+        var uri = target.requestTarget
+        if let rewrite {
+            if let host = rewrite.hostname { out.replaceOrAdd(name: "host", value: host) }
+            if let modifier = rewrite.path {
+                let path = RouteFilters.rewritePath(target.path, modifier, matchedPrefix: matchedPrefix)
+                uri = target.query.map { "\(path)?\($0)" } ?? path
+            }
+        }
         exchange.requestID = out.first(name: "x-request-id")
         let backendService = (namespace: backendNamespace, name: backend.backend.name)
         exchange.traffic[0].service = proxy.serviceLabels(backendService)
 
-        let destination = OriginalDestination(address: vip, port: backend.backend.port, socketFamily: vip.isIPv4 ? 2 : 10,
-                                              pid: 0, cgroupID: 0, netnsCookie: 0)
-        var hops: [Hop]
-        switch proxy.plan(destination, source: workload) {
-        case .success(let planned): hops = planned.hops
-        case .failure(let refusal):
-            return reply(exchange, .serviceUnavailable, flag: "UH", body: "no healthy upstream: \(refusal)\n", close: false)
-        }
-        // A backend on this node: this proxy is its destination proxy and
-        // checks its policies, with the request as it will be forwarded.
-        let principal = workload.flatMap { self.proxy.mesh.current.entry($0) }?.identity
-        let authorized = self.proxy.authorizedHops(hops, sourcePrincipal: principal, sourceIP: nil, http: AuthorizationRequest.HTTP(
-            method: head.method.rawValue, path: target.path, host: exchange.authority, headers: headers))
-        if authorized.hops.isEmpty {
-            return reply(exchange, .forbidden, flag: nil, body: RBAC.deniedBody, close: false)
-        }
-        hops = authorized.hops
         var list = out.map { (name: $0.name, value: $0.value) }
         if let tracing = proxy.telemetry.tracing {
             let span = tracing.start("\(exchange.traffic[0].service.host):\(backend.backend.port)/*", kind: .client, headers: &list)
             describe(span, exchange, traffic: exchange.traffic[0], target: target)
             exchange.spans.append(span)
         }
-        var forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: target.requestTarget,
+        var forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: uri,
                                         headers: HTTPHeaders(list.map { ($0.name, $0.value) }))
         forwarded.headers.remove(name: "connection")
+        exchange.forwarded = forwarded
+        exchange.target = target
+        exchange.backend = OriginalDestination(address: vip, port: backend.backend.port, socketFamily: vip.isIPv4 ? 2 : 10,
+                                               pid: 0, cgroupID: 0, netnsCookie: 0)
+        exchange.workload = workload
+        exchange.authorizationHTTP = AuthorizationRequest.HTTP(method: head.method.rawValue, path: target.path,
+                                                               host: exchange.authority, headers: headers)
+        exchange.retry = RetryPolicy(selected.rule.retry)
+        exchange.mirrors = mirrors.compactMap { m -> OriginalDestination? in
+            guard RouteFilters.sampled(percent: RouteFilters.percent(m.share)) else { return nil }
+            let ns = m.backendRef.namespace?.rawValue ?? routeNamespace
+            guard let mvip = proxy.httpRoutes.virtualIP(namespace: ns, service: m.backendRef.name) else { return nil }
+            return OriginalDestination(address: mvip, port: m.backendRef.port, socketFamily: mvip.isIPv4 ? 2 : 10,
+                                       pid: 0, cgroupID: 0, netnsCookie: 0)
+        }
+        if let ms = selected.rule.timeouts?.backendRequest?.milliseconds, ms > 0 { exchange.perTryTimeout = .milliseconds(ms) }
         guard let context else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        if let ms = selected.rule.timeouts?.request?.milliseconds, ms > 0 {
+            // The whole request, retries included (Gateway API's timeouts.request).
+            exchange.requestTimer = context.eventLoop.scheduleTask(in: .milliseconds(ms)) {
+                loopBound.value.timedOut(exchange)
+            }
+        }
+        if exchange.requestEnded { sendMirrors(exchange) }
+        if let delay {
+            exchange.delayed = true
+            context.eventLoop.scheduleTask(in: delay) {
+                exchange.delayed = false
+                loopBound.value.tryBackend(exchange)
+            }
+        } else {
+            tryBackend(exchange)
+        }
+    }
+
+    /// One attempt at the backend Service: an endpoint is chosen afresh
+    /// (rotating), checked against its policies when it is on this node,
+    /// connected, and sent the request as received so far.
+    private func tryBackend(_ exchange: Exchange) {
+        guard let context, current === exchange, !exchange.answered, let destination = exchange.backend,
+              let forwarded = exchange.forwarded else { return }
+        exchange.attempt += 1
+        let attempt = exchange.attempt
+        var hops: [Hop]
+        switch self.proxy.plan(destination, source: exchange.workload) {
+        case .success(let planned): hops = planned.hops
+        case .failure(let refusal):
+            return reply(exchange, .serviceUnavailable, flag: "UH", body: "no healthy upstream: \(refusal)\n", close: false)
+        }
+        // A backend on this node: this proxy is its destination proxy and
+        // checks its policies, with the request as it will be forwarded.
+        let directory = self.proxy.mesh.current
+        let principal = exchange.workload.flatMap { directory.entry($0) }?.identity
+        let authorized = self.proxy.authorizedHops(hops, sourcePrincipal: principal, sourceIP: nil, http: exchange.authorizationHTTP)
+        if authorized.hops.isEmpty {
+            return reply(exchange, .forbidden, flag: nil, body: RBAC.deniedBody, close: false)
+        }
+        hops = authorized.hops
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let stats = proxy.stats
         let proxy = self.proxy
@@ -298,14 +434,16 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             ? proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1") : []
         proxy.connectFirst(hops[...], netns: netns, connectHeaders: connectHeaders, on: context.eventLoop).whenComplete { result in
             let router = loopBound.value
-            guard router.current === exchange else {
+            guard router.current === exchange, exchange.attempt == attempt, !exchange.answered else {
                 if case .success(let (channel, _)) = result { channel.close(promise: nil) }
                 return
             }
             switch result {
             case .failure:
                 stats.upstreamConnectFailures.add(1, ordering: .relaxed)
-                router.reply(exchange, .serviceUnavailable, flag: "UF", body: "upstream connect failure\n", close: false)
+                if router.mayRetry(exchange) { return router.retryLater(exchange) }
+                router.reply(exchange, .serviceUnavailable, flag: router.retriedFlag(exchange, "UF"),
+                             body: "upstream connect failure\n", close: false)
             case .success(let (upstream, hop)):
                 if let pair = hop.identities {
                     stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local, source: pair.source, destination: pair.destination)
@@ -314,11 +452,12 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 exchange.traffic[0].security = hop.identities != nil ? .mutualTLS : .none
                 exchange.upstreamHost = hop.target.description
                 var head = forwarded
-                if hop.isLocalMeshed {
+                head.headers.replaceOrAdd(name: "x-weft-attempt-count", value: String(attempt))
+                if hop.isLocalMeshed, exchange.traffic.count == 1 {
                     // This proxy is the destination's too: its report and its server span.
                     let d = exchange.traffic[0].reported(by: .destination)
                     exchange.traffic.append(d)
-                    if let tracing = proxy.telemetry.tracing {
+                    if let tracing = proxy.telemetry.tracing, let target = exchange.target {
                         var list = head.headers.map { (name: $0.name, value: $0.value) }
                         let span = tracing.start("\(d.service.host):\(hop.target.port)/*", kind: .server, headers: &list)
                         router.describe(span, exchange, traffic: d, target: target)
@@ -327,8 +466,130 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                     }
                 }
                 exchange.traceID = MeshTracing.traceID(head.headers.map { (name: $0.name, value: $0.value) })
+                if let perTry = exchange.perTryTimeout {
+                    exchange.perTryTimer = upstream.eventLoop.scheduleTask(in: perTry) {
+                        loopBound.value.attemptTimedOut(exchange, attempt: attempt)
+                    }
+                }
                 router.attach(upstream, exchange: exchange, head: head)
             }
+        }
+    }
+
+    /// A retry is allowed: tries left, and the request is still whole in memory.
+    private func mayRetry(_ exchange: Exchange) -> Bool {
+        // Only the source proxy retries (it chose the backend); the destination's has one workload.
+        exchange.backend != nil && exchange.attempt < exchange.retry.maxAttempts && exchange.replayable && !exchange.responseStarted
+    }
+
+    /// `flag`, or URX when retries were made and ran out.
+    private func retriedFlag(_ exchange: Exchange, _ flag: String) -> String {
+        exchange.attempt > 1 ? "URX" : flag
+    }
+
+    /// Drops the current attempt and tries again after the backoff.
+    private func retryLater(_ exchange: Exchange) {
+        guard let context else { return }
+        if let upstream = exchange.upstream {
+            exchange.upstream = nil
+            upstream.close(promise: nil)
+        }
+        exchange.perTryTimer?.cancel()
+        exchange.perTryTimer = nil
+        exchange.retries += 1
+        proxy.stats.httpRetries.add(1, ordering: .relaxed)
+        let wait = exchange.retry.backoff(retry: exchange.attempt)
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .milliseconds(wait)) {
+            let router = loopBound.value
+            guard router.current === exchange, !exchange.answered else { return }
+            guard exchange.replayable else {
+                // The body outgrew what is kept while waiting: it cannot be sent again.
+                return router.reply(exchange, .serviceUnavailable, flag: "URX", body: "upstream request failed; body too large to retry\n", close: false)
+            }
+            // The request again, from its first body part.
+            exchange.buffered = exchange.replay
+            router.tryBackend(exchange)
+        }
+    }
+
+    /// timeouts.backendRequest passed for one attempt before its response began.
+    private func attemptTimedOut(_ exchange: Exchange, attempt: Int) {
+        guard current === exchange, exchange.attempt == attempt, !exchange.answered, !exchange.responseStarted else { return }
+        if mayRetry(exchange) { return retryLater(exchange) }
+        timedOut(exchange)
+    }
+
+    /// timeouts.request passed: 504 with UT when nothing was answered yet,
+    /// otherwise the response so far is cut off.
+    private func timedOut(_ exchange: Exchange) {
+        guard current === exchange, !exchange.answered else { return }
+        if exchange.responseStarted {
+            exchange.upstream?.close(promise: nil)
+            exchange.upstream = nil
+            report(exchange, flags: "UT")
+            context?.close(promise: nil)
+            return
+        }
+        reply(exchange, .gatewayTimeout, flag: "UT", body: "upstream request timeout\n", close: false)
+    }
+
+    /// RequestMirror: a copy of the whole request to each mirror Service,
+    /// its Host marked `-shadow`; the answer is read and dropped, and never
+    /// delays or changes the client's.
+    private func sendMirrors(_ exchange: Exchange) {
+        guard !exchange.mirrors.isEmpty, exchange.replayable, let forwarded = exchange.forwarded, let context else { return }
+        let targets = exchange.mirrors
+        exchange.mirrors = []
+        var head = forwarded
+        if let host = head.headers.first(name: "host") { head.headers.replaceOrAdd(name: "host", value: RouteFilters.shadowHost(host)) }
+        let parts = exchange.replay
+        let proxy = self.proxy
+        let headers = proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1")
+        for target in targets {
+            guard case .success(let planned) = proxy.plan(target, source: exchange.workload) else { continue }
+            let principal = exchange.workload.flatMap { proxy.mesh.current.entry($0) }?.identity
+            let hops = proxy.authorizedHops(planned.hops, sourcePrincipal: principal, sourceIP: nil, http: exchange.authorizationHTTP).hops
+            guard !hops.isEmpty else { continue }
+            proxy.stats.httpMirrored.add(1, ordering: .relaxed)
+            proxy.connectFirst(hops[...], netns: netns, connectHeaders: hops.contains(where: \.isTunnel) ? headers : [],
+                               on: context.eventLoop).whenSuccess { (channel, _) in
+                do {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        HTTPRequestEncoder(), ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
+                        MirrorSink(),
+                    ])
+                } catch {
+                    channel.close(promise: nil)
+                    return
+                }
+                channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
+                channel.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
+                for part in parts where !part.isHead { channel.write(Self.clientPart(part), promise: nil) }
+                channel.flush()
+                channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
+            }
+        }
+    }
+
+    static func grpcCode(_ s: FaultInjectionSpec.GRPCStatus) -> Int {
+        switch s {
+        case .cancelled: return 1
+        case .unknown: return 2
+        case .invalidArgument: return 3
+        case .deadlineExceeded: return 4
+        case .notFound: return 5
+        case .alreadyExists: return 6
+        case .permissionDenied: return 7
+        case .resourceExhausted: return 8
+        case .failedPrecondition: return 9
+        case .aborted: return 10
+        case .outOfRange: return 11
+        case .unimplemented: return 12
+        case .internal: return 13
+        case .unavailable: return 14
+        case .dataLoss: return 15
+        case .unauthenticated: return 16
         }
     }
 
@@ -389,12 +650,13 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let attempt = exchange.attempt
         do {
             try upstream.pipeline.syncOperations.addHandlers([
                 HTTPRequestEncoder(),
                 ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
-                UpstreamResponseRelay(onPart: { part in loopBound.value.upstreamPart(part, exchange) },
-                                      onClose: { loopBound.value.upstreamClosed(exchange) }),
+                UpstreamResponseRelay(onPart: { part in loopBound.value.upstreamPart(part, exchange, attempt: attempt) },
+                                      onClose: { loopBound.value.upstreamClosed(exchange, attempt: attempt) }),
             ])
         } catch {
             upstream.close(promise: nil)
@@ -412,13 +674,23 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: responses
 
-    private func upstreamPart(_ part: HTTPClientResponsePart, _ exchange: Exchange) {
-        guard let context, current === exchange else { return }
+    private func upstreamPart(_ part: HTTPClientResponsePart, _ exchange: Exchange, attempt: Int) {
+        guard let context, current === exchange, exchange.attempt == attempt, exchange.upstream != nil else { return }
         switch part {
         case .head(var head):
+            let code = Int(head.status.code)
+            if exchange.retry.codes.contains(code), mayRetry(exchange) {
+                // A status worth another try, and one left: this answer is dropped.
+                return retryLater(exchange)
+            }
+            exchange.responseStarted = true
+            exchange.perTryTimer?.cancel()
+            exchange.perTryTimer = nil
+            if exchange.retries > 0, exchange.retry.codes.contains(code) { exchange.flags.append("URX") }
             var headers = HTTPHeaders(HeaderValidation.forwardable(head.headers.map { (name: $0.name, value: $0.value) }).map { ($0.name, $0.value) })
             for m in exchange.responseFilters { Self.apply(m, to: &headers) }
             if !exchange.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+            if !exchange.flags.isEmpty { headers.replaceOrAdd(name: "x-weft-response-flags", value: exchange.flags.joined(separator: ",")) }
             head.headers = headers
             head.version = .http1_1
             let out = HTTPResponseHead(version: head.version, status: head.status, headers: head.headers)
@@ -430,7 +702,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-            report(exchange, flags: "-")
+            report(exchange, flags: exchange.flags.isEmpty ? "-" : exchange.flags.joined(separator: ","))
             if let upstream = exchange.upstream {
                 // Done with this upstream: end our side (END_STREAM on an HBONE
                 // stream, FIN on TCP) and let the peer end its own, so the
@@ -444,21 +716,37 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func upstreamClosed(_ exchange: Exchange) {
-        guard current === exchange, exchange.upstream != nil else { return }
-        // Closed before a complete response: the client cannot be told more
+    private func upstreamClosed(_ exchange: Exchange, attempt: Int) {
+        guard current === exchange, exchange.attempt == attempt, exchange.upstream != nil else { return }
+        if !exchange.responseStarted {
+            // Reset or closed before the response began: another try when
+            // allowed, else 503 as Envoy answers it (UC).
+            if mayRetry(exchange) { return retryLater(exchange) }
+            exchange.upstream = nil
+            return reply(exchange, .serviceUnavailable, flag: retriedFlag(exchange, "UC"),
+                         body: "upstream connect error or disconnect/reset before headers\n", close: false)
+        }
+        // Closed in the middle of a response: the client cannot be told more
         // than that, so its connection goes too (Envoy's UC).
         exchange.upstream = nil
         report(exchange, flags: "UC")
         context?.close(promise: nil)
     }
 
-    private func reply(_ exchange: Exchange, _ status: HTTPResponseStatus, flag: String?, body: String, close: Bool) {
+    private func reply(_ exchange: Exchange, _ status: HTTPResponseStatus, flag: String?, body: String, close: Bool,
+                       headers extra: [(String, String)] = []) {
         guard let context else { return }
         exchange.discarding = true
         exchange.buffered = []
+        if let upstream = exchange.upstream {
+            exchange.upstream = nil
+            upstream.close(promise: nil)
+        }
         var headers = HTTPHeaders([("content-type", "text/plain"), ("content-length", String(body.utf8.count))])
-        if let flag { headers.add(name: "x-weft-response-flags", value: flag) }
+        for (name, value) in extra { headers.replaceOrAdd(name: name, value: value) }
+        for m in exchange.responseFilters { Self.apply(m, to: &headers) }
+        let flag = ([flag].compactMap { $0 } + exchange.flags).joined(separator: ",")
+        if !flag.isEmpty { headers.add(name: "x-weft-response-flags", value: flag) }
         if close || !exchange.keepAlive {
             headers.add(name: "connection", value: "close")
             exchange.keepAlive = false
@@ -469,7 +757,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         exchange.responseCode = Int(status.code)
         exchange.responseBytes = Self.size(of: head) + body.utf8.count
-        report(exchange, flags: flag ?? "-")
+        report(exchange, flags: flag.isEmpty ? "-" : flag)
         finish(exchange)
     }
 
@@ -477,6 +765,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private func finish(_ exchange: Exchange) {
         guard let context, current === exchange else { return }
         exchange.answered = true
+        exchange.requestTimer?.cancel()
+        exchange.perTryTimer?.cancel()
         if !exchange.keepAlive {
             // End our side cleanly (FIN, or END_STREAM on an HBONE stream)
             // rather than close: a reset could overtake the response still
@@ -540,6 +830,10 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: helpers
 
+    /// Request bodies up to this size are kept for retries and mirrors
+    /// (Envoy's default per-request buffer limit is 64 KiB as well).
+    static let maxReplayBytes = 64 * 1024
+
     static func clientPart(_ part: HTTPServerRequestPart) -> NIOAny {
         switch part {
         case .head(let h): return NIOAny(HTTPClientRequestPart.head(h))
@@ -569,6 +863,19 @@ extension HTTPServerRequestPart {
     var isHead: Bool {
         if case .head = self { return true }
         return false
+    }
+}
+
+/// A mirror's answer: read and dropped; the connection ends with it.
+final class MirrorSink: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = unwrapInboundIn(data) { context.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
     }
 }
 

@@ -1,12 +1,26 @@
 #!/usr/bin/env python3
 """An HTTP/1.1 backend for the L7 tests (stdlib only).
 
-  httpecho.py --port P --name NAME
+  httpecho.py --port P --name NAME [--fail-every N] [--fail-path PREFIX ...]
+              [--reset-path PREFIX ...] [--delay-path PREFIX --delay-ms MS]
 
 Answers every request with 200 and a JSON body: {"name": NAME, "method": ..., "path": ...,
 "headers": {lower-cased name: value}}; prints {"event": "listening"} once ready.
+
+Misbehaving on purpose (for retries, timeouts and faults), all off by default:
+  --fail-every N        every Nth request received (counting as /__stats does) is answered
+                        503, with the same JSON body
+  --fail-path PREFIX    requests whose path starts with PREFIX are answered 503 (repeatable)
+  --reset-path PREFIX   requests whose path starts with PREFIX get no answer: the connection
+                        is reset (SO_LINGER 0) before any response byte (repeatable)
+  --delay-path PREFIX   with --delay-ms MS: requests whose path starts with PREFIX are
+                        answered after sleeping MS milliseconds
+
+GET /__stats (never counted itself) answers {"count": N, "last": {"method", "path",
+"headers"} or null}: how many requests this server received, and the last of them;
+for the tests to query directly, from outside the mesh.
 """
-import argparse, json, sys
+import argparse, json, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -14,29 +28,74 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--name", required=True)
+    p.add_argument("--fail-every", type=int, default=0)
+    p.add_argument("--fail-path", action="append", default=[])
+    p.add_argument("--reset-path", action="append", default=[])
+    p.add_argument("--delay-path", default=None)
+    p.add_argument("--delay-ms", type=int, default=0)
     a = p.parse_args()
+
+    lock = threading.Lock()
+    stats = {"count": 0, "last": None}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Head and body are two writes: without TCP_NODELAY a keep-alive client's
+        # delayed ACK would hold every body back by 40 ms.
+        disable_nagle_algorithm = True
+
+        def send_json(self, status, obj):
+            out = json.dumps(obj).encode()
+            try:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+            except OSError:
+                # The client (the proxy, after a timeout) went away first.
+                self.close_connection = True
 
         def answer(self):
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
-            out = json.dumps({"name": a.name, "method": self.command, "path": self.path,
-                              "headers": {k.lower(): v for k, v in self.headers.items()},
-                              "body": body.decode(errors="replace")}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+            if self.path == "/__stats" or self.path.startswith("/__stats?"):
+                with lock:
+                    snapshot = {"count": stats["count"], "last": stats["last"]}
+                return self.send_json(200, snapshot)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with lock:
+                stats["count"] += 1
+                number = stats["count"]
+                stats["last"] = {"method": self.command, "path": self.path, "headers": headers}
+            if any(self.path.startswith(prefix) for prefix in a.reset_path):
+                self.close_connection = True
+                try:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                except OSError:
+                    pass
+                return
+            if a.delay_path is not None and a.delay_ms > 0 and self.path.startswith(a.delay_path):
+                time.sleep(a.delay_ms / 1000.0)
+            failing = (a.fail_every > 0 and number % a.fail_every == 0) \
+                or any(self.path.startswith(prefix) for prefix in a.fail_path)
+            self.send_json(503 if failing else 200,
+                           {"name": a.name, "method": self.command, "path": self.path,
+                            "headers": headers, "body": body.decode(errors="replace")})
 
         do_GET = do_POST = do_PUT = do_DELETE = answer
 
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("0.0.0.0", a.port), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            # A reset or a client gone mid-answer is expected here, not worth a traceback.
+            if not isinstance(sys.exc_info()[1], OSError):
+                super().handle_error(request, client_address)
+
+    server = Server(("0.0.0.0", a.port), Handler)
     print(json.dumps({"event": "listening", "port": a.port}), flush=True)
     server.serve_forever()
 

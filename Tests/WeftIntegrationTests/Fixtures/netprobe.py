@@ -13,6 +13,20 @@ Swift harness can follow a long-running process by reading its output file.
   loop  --host H --port P [--interval 0.2] [probe options]
   many  --host H --port P --count N [--workers W] [--family ...] [--timeout S]
   http  --url URL [--timeout S]  GET; prints {"status":..,"body":..}
+  requests --url URL [--count N] [--method M] [--header "N: V"] [--timeout S]
+        [--keep-alive] [--workers W] [--no-redirects] [--tally-header NAME]
+        [--tally-echoed NAME] [--timing]
+                                 N requests, each on a fresh connection (urllib, which
+                                 follows redirects unless --no-redirects), or with
+                                 --keep-alive on one http.client connection per worker
+                                 (reopened only when it closes; redirects never
+                                 followed); W threads share N. Prints {"statuses",
+                                 "names" (httpecho's "name" in JSON bodies), "samples"
+                                 (first response of each status), "errors"}, plus
+                                 "header_values" {NAME: {value: count}} of response
+                                 headers, "echoed" {NAME: {value: count}} of the request
+                                 headers httpecho echoed ("-": absent), and "elapsed"
+                                 {"min","max","median","total"} in seconds when asked.
   hold  --host H --port P --duration S
                                  one connection kept open for S seconds, echoing a
                                  line every 0.2 s; prints {"ok":..,"rounds":..}
@@ -52,6 +66,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 
@@ -297,31 +312,113 @@ def cmd_http(args):
         emit({"status": 0, "body": "", "error": error_name(reason) if isinstance(reason, OSError) else str(reason)})
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Hands 3xx answers back as they are (urllib raises them as HTTPError)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def requests_worker(args, count, headers, result, timings, lock):
+    """`count` requests, each tallied into `result` under `lock`."""
+    opener = urllib.request.build_opener(NoRedirect) if args.no_redirects else None
+    conn = None
+    if args.keep_alive:
+        target = urllib.parse.urlsplit(args.url)
+        path = (target.path or "/") + ("?" + target.query if target.query else "")
+    for _ in range(count):
+        started = time.monotonic()
+        try:
+            if args.keep_alive:
+                if conn is None:
+                    conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=args.timeout)
+                try:
+                    conn.request(args.method, path, headers=headers)
+                    resp = conn.getresponse()
+                    status, body, rh = resp.status, resp.read().decode(errors="replace"), dict(resp.getheaders())
+                    if resp.will_close:
+                        conn.close()
+                        conn = None
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = None
+                    raise
+            else:
+                req = urllib.request.Request(args.url, headers=headers, method=args.method)
+                try:
+                    with (opener.open(req, timeout=args.timeout) if opener else urllib.request.urlopen(req, timeout=args.timeout)) as resp:
+                        status, body, rh = resp.status, resp.read().decode(errors="replace"), dict(resp.headers.items())
+                except urllib.error.HTTPError as exc:
+                    status, body, rh = exc.code, exc.read().decode(errors="replace"), dict(exc.headers.items())
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            name = error_name(reason) if isinstance(reason, OSError) else (str(exc) or type(exc).__name__)
+            with lock:
+                result["errors"][name] = result["errors"].get(name, 0) + 1
+            continue
+        elapsed = time.monotonic() - started
+        try:
+            echoed = json.loads(body)
+        except ValueError:
+            echoed = None
+        if not isinstance(echoed, dict):
+            echoed = {}
+        name = echoed.get("name")
+        lowered = {k.lower(): v for k, v in rh.items()}
+        with lock:
+            result["statuses"][str(status)] = result["statuses"].get(str(status), 0) + 1
+            if name:
+                result["names"][name] = result["names"].get(name, 0) + 1
+            result["samples"].setdefault(str(status), {"body": body[:2000], "headers": lowered})
+            for h in args.tally_header:
+                seen = result["header_values"][h.lower()]
+                value = lowered.get(h.lower(), "-")
+                seen[value] = seen.get(value, 0) + 1
+            for h in args.tally_echoed:
+                seen = result["echoed"][h.lower()]
+                sent = echoed.get("headers")
+                value = sent.get(h.lower(), "-") if isinstance(sent, dict) else "-"
+                seen[value] = seen.get(value, 0) + 1
+            timings.append(elapsed)
+    if conn is not None:
+        conn.close()
+
+
 def cmd_requests(args):
-    """GETs args.count times on fresh connections; tallies statuses and the
-    backend names in JSON bodies; keeps the first response of each status."""
+    """GETs args.count times on fresh connections (or, with --keep-alive, on one
+    connection per worker); tallies statuses and the backend names in JSON
+    bodies; keeps the first response of each status."""
     result = {"statuses": {}, "names": {}, "samples": {}, "errors": {}}
+    if args.tally_header:
+        result["header_values"] = {h.lower(): {} for h in args.tally_header}
+    if args.tally_echoed:
+        result["echoed"] = {h.lower(): {} for h in args.tally_echoed}
     headers = dict(h.split(":", 1) for h in args.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
-    for _ in range(args.count):
-        req = urllib.request.Request(args.url, headers=headers, method=args.method)
-        try:
-            with urllib.request.urlopen(req, timeout=args.timeout) as resp:
-                status, body, rh = resp.status, resp.read().decode(errors="replace"), dict(resp.headers.items())
-        except urllib.error.HTTPError as exc:
-            status, body, rh = exc.code, exc.read().decode(errors="replace"), dict(exc.headers.items())
-        except (OSError, urllib.error.URLError) as exc:
-            name = error_name(getattr(exc, "reason", exc)) if isinstance(getattr(exc, "reason", exc), OSError) else str(exc)
-            result["errors"][name] = result["errors"].get(name, 0) + 1
-            continue
-        result["statuses"][str(status)] = result["statuses"].get(str(status), 0) + 1
-        try:
-            name = json.loads(body).get("name")
-        except ValueError:
-            name = None
-        if name:
-            result["names"][name] = result["names"].get(name, 0) + 1
-        result["samples"].setdefault(str(status), {"body": body[:2000], "headers": {k.lower(): v for k, v in rh.items()}})
+    timings = []
+    lock = threading.Lock()
+    workers = max(1, args.workers)
+    started = time.monotonic()
+    if workers == 1:
+        requests_worker(args, args.count, headers, result, timings, lock)
+    else:
+        threads = [
+            threading.Thread(target=requests_worker,
+                             args=(args, args.count // workers + (i < args.count % workers), headers, result, timings, lock))
+            for i in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if args.timing:
+        timings.sort()
+        result["elapsed"] = {
+            "min": round(timings[0], 4) if timings else None,
+            "max": round(timings[-1], 4) if timings else None,
+            "median": round(timings[len(timings) // 2], 4) if timings else None,
+            "total": round(time.monotonic() - started, 3),
+        }
     emit(result)
 
 
@@ -512,6 +609,12 @@ def main():
     p.add_argument("--method", default="GET")
     p.add_argument("--header", action="append", default=[])
     p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--keep-alive", action="store_true")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--no-redirects", action="store_true")
+    p.add_argument("--tally-header", action="append", default=[])
+    p.add_argument("--tally-echoed", action="append", default=[])
+    p.add_argument("--timing", action="store_true")
     p.set_defaults(func=cmd_requests)
 
     p = sub.add_parser("hold")
