@@ -323,6 +323,7 @@ public actor NodeAgent: Service {
         proxy?.mesh.replace(MeshDirectory(snapshot: s))
         proxy?.dns?.replace(s)
         proxy?.httpRoutes.replace(s)
+        proxy?.trafficPolicies.replace(s)
         let policies = SnapshotPolicies(snapshot: s)
         if !policies.undecodable.isEmpty {
             logger.error("security policies this weftd cannot read are enforced as deny-all (AuthorizationPolicy) or STRICT (PeerAuthentication) for their namespace; upgrade weftd",

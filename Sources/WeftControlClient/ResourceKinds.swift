@@ -19,6 +19,7 @@ extension ResourceKind {
         case .httpRoute: return ["route", "routes"]
         case .authorizationPolicy: return ["ap"]
         case .peerAuthentication: return ["pa"]
+        case .destinationRule: return ["dr"]
         }
     }
 

@@ -109,6 +109,15 @@ public enum ResourceTable {
             return [Column(header: "ACTION") { $0["spec"]?["action"].map { text($0) } ?? "ALLOW" }]
         case .peerAuthentication:
             return [Column(header: "MODE") { $0["spec"]?["mtls"]?["mode"].map { text($0) } ?? "UNSET" }]
+        case .destinationRule:
+            return [
+                Column(header: "HOST") { text($0["spec"]?["host"]) },
+                Column(header: "LB") { item in
+                    let lb = item["spec"]?["trafficPolicy"]?["loadBalancer"]
+                    if let simple = lb?["simple"] { return text(simple) }
+                    return lb?["consistentHash"] != nil ? "CONSISTENT_HASH" : "<none>"
+                },
+            ]
         }
     }
 
@@ -133,6 +142,11 @@ public enum ResourceTable {
             ]
         case .peerAuthentication:
             return [Column(header: "SELECTOR", wideOnly: true) { labels($0["spec"]?["selector"]?["matchLabels"]) }]
+        case .destinationRule:
+            return [
+                Column(header: "OUTLIER-DETECTION", wideOnly: true) { $0["spec"]?["trafficPolicy"]?["outlierDetection"] == nil ? "no" : "yes" },
+                Column(header: "CONNECTION-POOL", wideOnly: true) { $0["spec"]?["trafficPolicy"]?["connectionPool"] == nil ? "no" : "yes" },
+            ]
         case .faultInjection: return []
         }
     }

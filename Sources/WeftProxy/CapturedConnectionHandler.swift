@@ -121,11 +121,34 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             return
         }
         planned.hops = authorized.hops
-        let headers = planned.hops.contains(where: \.isTunnel) ? proxy.connectHeaders(source: sourceLabels, protocol: nil) : []
-        proxy.connectFirst(planned.hops[...], netns: netns, connectHeaders: headers, on: context.eventLoop).whenComplete { result in
+        // A Service's circuit breaker: connections do not wait for room (UO: reset).
+        if let traffic = planned.traffic {
+            guard traffic.tryAdmit() else {
+                proxy.stats.circuitBreakerOverflow.add(1, ordering: .relaxed)
+                logger.info("connection refused by the Service's circuit breaker (UO)", metadata: [
+                    "service": "\(planned.service.map { "\($0.namespace)/\($0.name)" } ?? "?")"])
+                Self.reset(channel)
+                return
+            }
+            channel.closeFuture.whenComplete { _ in traffic.release() }
+        }
+        let tried = planned.hops.map(\.target.description)
+        let plan = planned
+        let headers = plan.hops.contains(where: \.isTunnel) ? proxy.connectHeaders(source: sourceLabels, protocol: nil) : []
+        proxy.connectFirst(plan.hops[...], netns: netns, connectHeaders: headers, on: context.eventLoop).whenComplete { result in
             let context = loopBoundContext.value
             switch result {
             case .success(let (upstream, hop)):
+                if let policy = plan.traffic {
+                    // Endpoints tried before this one did not answer; this one did.
+                    let endpoint = hop.target.description
+                    for failed in tried.prefix(while: { $0 != endpoint }) {
+                        policy.record(.gatewayError, endpoint: failed, endpoints: plan.endpointCount)
+                    }
+                    policy.record(.success, endpoint: endpoint, endpoints: plan.endpointCount)
+                    policy.started(endpoint)
+                    upstream.closeFuture.whenComplete { _ in policy.finished(endpoint) }
+                }
                 guard channel.isActive else {
                     upstream.close(promise: nil)
                     return
@@ -134,7 +157,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                     stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local,
                                      source: pair.source, destination: pair.destination)
                 }
-                let traffic = proxy.sourceTraffic(source: sourceLabels, hop: hop, service: planned.service, protocol: "tcp")
+                let traffic = proxy.sourceTraffic(source: sourceLabels, hop: hop, service: plan.service, protocol: "tcp")
                 let meter = proxy.meter(traffic, alsoDestination: hop.isLocalMeshed, upstream: hop.target.description,
                                         transport: hop.isTunnel ? "hbone" : "tcp")
                 do {
@@ -157,6 +180,9 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                     "destination": "\(original)", "via": "\(hop)"])
             case .failure(let error):
                 stats.upstreamConnectFailures.add(1, ordering: .relaxed)
+                for failed in tried {
+                    plan.traffic?.record(.gatewayError, endpoint: failed, endpoints: plan.endpointCount)
+                }
                 logger.info("upstream connect failed; resetting the workload's connection",
                             metadata: ["source": "\(workload.map(String.init(describing:)) ?? "unknown")",
                                        "error": "\(error)"])

@@ -48,6 +48,8 @@ public final class NodeProxy: Sendable {
     public let mesh = MeshTable()
     /// Service ports routed at L7 (an HTTPRoute attaches to them).
     public let httpRoutes = HTTPRouteTable()
+    /// Services' traffic policies (DestinationRule).
+    public let trafficPolicies = TrafficPolicyTable()
     /// AuthorizationPolicies of this node's workloads.
     public let authorization = AuthorizationTable()
     /// Open connections into this node's workloads, checked again when policies change.

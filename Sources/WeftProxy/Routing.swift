@@ -64,6 +64,10 @@ enum Hop: Sendable, CustomStringConvertible {
 struct Planned: Sendable {
     var hops: [Hop]
     var service: (namespace: String, name: String)?
+    /// The Service's traffic policy (DestinationRule), when it has one.
+    var traffic: ServiceTraffic?
+    /// Endpoints of the Service in all (outlier detection's maxEjectionPercent).
+    var endpointCount = 0
 }
 
 struct Refusal: Error, CustomStringConvertible {
@@ -76,11 +80,16 @@ extension NodeProxy {
     /// another node is reached only through a tunnel with the source
     /// workload's certificate: without one the connection is refused, never
     /// sent in plaintext.
-    func plan(_ original: OriginalDestination, source: WorkloadRef?) -> Result<Planned, Refusal> {
+    func plan(_ original: OriginalDestination, source: WorkloadRef?, hashKey: String? = nil) -> Result<Planned, Refusal> {
         let directory = mesh.current
         var targets: [(OriginalDestination, MeshDirectory.Lookup)] = []
         var serviceName: (namespace: String, name: String)?
-        if let service = services.endpoints(for: original.address, port: original.port) {
+        var traffic: ServiceTraffic?
+        var endpointCount = 0
+        if var service = services.endpoints(for: original.address, port: original.port) {
+            traffic = trafficPolicies.service(service.service)
+            endpointCount = service.endpoints.count
+            if let traffic { service.endpoints = traffic.order(service.endpoints, hashKey: hashKey) }
             let parts = service.service.split(separator: "/", maxSplits: 1).map(String.init)
             if parts.count == 2 { serviceName = (parts[0], parts[1]) }
             if service.endpoints.isEmpty {
@@ -133,7 +142,7 @@ extension NodeProxy {
         if hops.isEmpty {
             return .failure(Refusal(description: refusals.joined(separator: "; ")))
         }
-        return .success(Planned(hops: hops, service: serviceName))
+        return .success(Planned(hops: hops, service: serviceName, traffic: traffic, endpointCount: endpointCount))
     }
 
     /// Tries each hop in turn until one connects (a dead node's endpoint is

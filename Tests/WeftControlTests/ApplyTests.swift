@@ -28,7 +28,7 @@ let badApplyInputs: [BadApplyInput] = [
           body: items(#"{"apiVersion": "weft.dev/v1alpha1", "kind": "Gadget", "metadata": {"name": "x"}}"#),
           status: 422, code: "Invalid", field: "kind", document: 0, says: "is not a kind of weft.dev/v1alpha1"),
     .init(what: "unknown apiVersion", path: "/v1/apply",
-          body: items(#"{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "x"}}"#),
+          body: items(#"{"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry", "metadata": {"name": "x"}}"#),
           status: 422, code: "Invalid", field: "apiVersion", document: 0, says: "is not served by Weft"),
     .init(what: "unknown field", path: "/v1/apply",
           body: items(ServerManifests.workload("w").replacingOccurrences(of: #""node": "node-a""#, with: #""nodee": "node-a""#)),

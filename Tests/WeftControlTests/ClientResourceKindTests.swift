@@ -11,6 +11,7 @@ struct ClientResourceKindTests {
             .namespace: "namespaces", .workload: "workloads", .service: "services",
             .faultInjection: "faultinjections", .httpRoute: "httproutes",
             .authorizationPolicy: "authorizationpolicies", .peerAuthentication: "peerauthentications",
+            .destinationRule: "destinationrules",
         ])
         for kind in ResourceKind.allCases { #expect(ResourceKind.forPlural(kind.plural) == kind) }
     }
@@ -25,6 +26,8 @@ struct ClientResourceKindTests {
               ("ap", .authorizationPolicy), ("authorizationpolicy", .authorizationPolicy),
               ("pa", .peerAuthentication), ("PeerAuthentication", .peerAuthentication),
               ("fault", .faultInjection), ("fi", .faultInjection), ("faultinjections", .faultInjection),
+              ("dr", .destinationRule), ("DestinationRule", .destinationRule),
+              ("destinationrules.networking.istio.io", .destinationRule),
           ])
     func namesResolve(name: String, kind: ResourceKind) throws {
         #expect(ResourceKind.named(name) == kind)

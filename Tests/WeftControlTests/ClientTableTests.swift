@@ -83,6 +83,7 @@ struct ClientTableTests {
         (.httpRoute, ["NAME", "SERVICES", "HOSTNAMES", "AGE"]),
         (.authorizationPolicy, ["NAME", "ACTION", "AGE"]),
         (.peerAuthentication, ["NAME", "MODE", "AGE"]),
+        (.destinationRule, ["NAME", "HOST", "LB", "AGE"]),
     ])
     func kindColumns(kind: ResourceKind, header: [String]) {
         #expect(ResourceTable.table(kind: kind, items: [], showNamespace: false).header == header)
@@ -99,6 +100,10 @@ struct ClientTableTests {
         #expect(row(.authorizationPolicy, ["action": "DENY"])[1] == "DENY")
         #expect(row(.authorizationPolicy, [:])[1] == "ALLOW")
         #expect(row(.peerAuthentication, ["mtls": ["mode": "STRICT"]])[1] == "STRICT")
+        #expect(row(.destinationRule, ["host": "catalog", "trafficPolicy": ["loadBalancer": ["simple": "LEAST_REQUEST"]]])[1...2]
+                == ["catalog", "LEAST_REQUEST"])
+        #expect(row(.destinationRule, ["host": "catalog", "trafficPolicy": ["loadBalancer": ["consistentHash": ["httpHeaderName": "x-user"]]]])[2]
+                == "CONSISTENT_HASH")
         #expect(row(.httpRoute, ["parentRefs": [["group": "", "kind": "Service", "name": "catalog", "port": 80]],
                                  "hostnames": ["a.example", "b.example"]])[1...2] == ["catalog:80", "a.example,b.example"])
         #expect(row(.faultInjection, ["delay": ["fixedDelay": "5s", "percentage": ["value": 10]],

@@ -56,7 +56,7 @@ struct ControlTests {
                 return workload?.node == node.name && workload?.captured == true
             }
             #expect(status.node(node.name)?.lastSeen != nil, "\(status)")
-            #expect(status.workload("shop", "app.service")?.hooks == "9/9", "capture integrity as the kernel reports it: \(status)")
+            #expect(status.workload("shop", "app.service")?.hooks == "10/10", "capture integrity as the kernel reports it (capture and inbound policy hooks): \(status)")
             let table = try await control.checkWeftctl(["status"])
             let nodeRow = table.split(separator: "\n").first { $0.hasPrefix(node.name) }
             #expect(nodeRow != nil, "weftctl status does not list \(node.name):\n\(table)")

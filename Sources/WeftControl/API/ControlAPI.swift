@@ -390,7 +390,8 @@ final class ControlAPI: Sendable {
                            workloads: try await read(.workload), services: try await read(.service),
                            routes: try await read(.httpRoute),
                            policies: try await read(.authorizationPolicy) + read(.peerAuthentication),
-                           faultInjections: try await read(.faultInjection))
+                           faultInjections: try await read(.faultInjection),
+                           destinationRules: try await read(.destinationRule))
     }
 
     func putStatus(node: String, body: [UInt8], credentialNotAfter: Date?) async throws -> APIResponse {

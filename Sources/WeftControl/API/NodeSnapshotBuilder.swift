@@ -11,6 +11,7 @@ struct ClusterView: Sendable {
     /// AuthorizationPolicies and PeerAuthentications.
     var policies: [Resource] = []
     var faultInjections: [Resource] = []
+    var destinationRules: [Resource] = []
 }
 
 /// Builds the snapshot one node receives (docs/control-api.md, "Node snapshot").
@@ -85,6 +86,11 @@ enum NodeSnapshotBuilder {
             }.sorted { ($0.kind, $0.namespace, $0.name) < ($1.kind, $1.namespace, $1.name) },
             faultInjections: view.faultInjections.compactMap { r -> NodeSnapshot.Policy? in
                 guard case .faultInjection = r.spec, let ns = r.metadata.namespace else { return nil }
+                return NodeSnapshot.Policy(kind: r.spec.kind.rawValue, namespace: ns.rawValue, name: r.metadata.name,
+                                           spec: r.encode()["spec"] ?? .object([:]))
+            }.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) },
+            destinationRules: view.destinationRules.compactMap { r -> NodeSnapshot.Policy? in
+                guard case .destinationRule = r.spec, let ns = r.metadata.namespace else { return nil }
                 return NodeSnapshot.Policy(kind: r.spec.kind.rawValue, namespace: ns.rawValue, name: r.metadata.name,
                                            spec: r.encode()["spec"] ?? .object([:]))
             }.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) })

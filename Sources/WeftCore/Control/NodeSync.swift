@@ -160,11 +160,15 @@ public struct NodeSnapshot: Codable, Sendable, Equatable {
     /// Every FaultInjection (HTTPRoutes name them in ExtensionRef filters).
     /// Absent from snapshots of older versions.
     public var faultInjections: [Policy]?
+    /// Every DestinationRule (Services' traffic policies). Absent from
+    /// snapshots of older versions.
+    public var destinationRules: [Policy]?
 
     public init(version: Int64, node: String, trustDomain: String, namespaces: [Namespace], workloads: [Workload],
                 services: [Service], peers: [Peer]? = nil, routes: [Route]? = nil, policies: [Policy]? = nil,
-                faultInjections: [Policy]? = nil) {
+                faultInjections: [Policy]? = nil, destinationRules: [Policy]? = nil) {
         self.faultInjections = faultInjections
+        self.destinationRules = destinationRules
         self.routes = routes
         self.policies = policies
         self.version = version

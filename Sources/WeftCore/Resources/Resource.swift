@@ -28,16 +28,19 @@ public enum ResourceKind: String, CaseIterable, Hashable, Sendable {
     case httpRoute = "HTTPRoute"
     case authorizationPolicy = "AuthorizationPolicy"
     case peerAuthentication = "PeerAuthentication"
+    case destinationRule = "DestinationRule"
 
     public static let weftAPIVersion = "weft.dev/v1alpha1"
     public static let gatewayAPIVersion = "gateway.networking.k8s.io/v1"
     public static let istioSecurityAPIVersion = "security.istio.io/v1"
+    public static let istioNetworkingAPIVersion = "networking.istio.io/v1"
 
     /// The served API versions, each with its kinds, in the order to list them.
     public static let apiVersions: [(apiVersion: String, kinds: [ResourceKind])] = [
         (weftAPIVersion, [.namespace, .workload, .service, .faultInjection]),
         (gatewayAPIVersion, [.httpRoute]),
         (istioSecurityAPIVersion, [.authorizationPolicy, .peerAuthentication]),
+        (istioNetworkingAPIVersion, [.destinationRule]),
     ]
 
     public var apiVersion: String {
@@ -45,6 +48,7 @@ public enum ResourceKind: String, CaseIterable, Hashable, Sendable {
         case .namespace, .workload, .service, .faultInjection: return ResourceKind.weftAPIVersion
         case .httpRoute: return ResourceKind.gatewayAPIVersion
         case .authorizationPolicy, .peerAuthentication: return ResourceKind.istioSecurityAPIVersion
+        case .destinationRule: return ResourceKind.istioNetworkingAPIVersion
         }
     }
 
@@ -163,6 +167,7 @@ public enum ResourceSpec: Hashable, Sendable {
     case httpRoute(HTTPRouteSpec)
     case authorizationPolicy(AuthorizationPolicySpec)
     case peerAuthentication(PeerAuthenticationSpec)
+    case destinationRule(DestinationRuleSpec)
 
     public var kind: ResourceKind {
         switch self {
@@ -173,6 +178,7 @@ public enum ResourceSpec: Hashable, Sendable {
         case .httpRoute: return .httpRoute
         case .authorizationPolicy: return .authorizationPolicy
         case .peerAuthentication: return .peerAuthentication
+        case .destinationRule: return .destinationRule
         }
     }
 
@@ -185,6 +191,7 @@ public enum ResourceSpec: Hashable, Sendable {
         case .httpRoute: return .httpRoute(try HTTPRouteSpec.decode(value, at: "spec"))
         case .authorizationPolicy: return .authorizationPolicy(try AuthorizationPolicySpec.decode(value, at: "spec"))
         case .peerAuthentication: return .peerAuthentication(try PeerAuthenticationSpec.decode(value, at: "spec"))
+        case .destinationRule: return .destinationRule(try DestinationRuleSpec.decode(value, at: "spec"))
         }
     }
 
@@ -197,6 +204,7 @@ public enum ResourceSpec: Hashable, Sendable {
         case .httpRoute(let s): return s.encode()
         case .authorizationPolicy(let s): return s.encode()
         case .peerAuthentication(let s): return s.encode()
+        case .destinationRule(let s): return s.encode()
         }
     }
 }
@@ -267,6 +275,9 @@ public enum ResourceDocument {
         guard let kind else { throw ValidationError(field: "kind", "is required (kinds of \(apiVersion): \(kinds))") }
         guard let found = entry.kinds.first(where: { $0.rawValue == kind }) else {
             var message = "\"\(kind)\" is not a kind of \(apiVersion) (kinds: \(kinds))"
+            if kind == "VirtualService" {
+                message += "; Weft routes with Gateway API's HTTPRoute (timeouts, retries, mirrors) and injects faults with weft.dev FaultInjection"
+            }
             if let elsewhere = ResourceKind(rawValue: kind) {
                 message += "; \(kind) is served as \(elsewhere.apiVersion)"
             }
@@ -288,6 +299,7 @@ extension ResourceKind {
         case .httpRoute: return "httproutes"
         case .authorizationPolicy: return "authorizationpolicies"
         case .peerAuthentication: return "peerauthentications"
+        case .destinationRule: return "destinationrules"
         }
     }
 

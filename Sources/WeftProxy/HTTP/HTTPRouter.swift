@@ -78,6 +78,13 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         var replayable = true
         /// Response flags besides the outcome's (DI: the request was delayed by a fault).
         var flags: [String] = []
+        // The backend Service's traffic policy (DestinationRule).
+        var hashKey: String?
+        var policy: ServiceTraffic?
+        var admitted = false
+        var endpointCount = 0
+        /// The endpoint of the current try (outlier detection's bookkeeping).
+        var endpoint: String?
         var responseFilters: [HTTPRouteSpec.HeaderModifier] = []
         // Telemetry: what is reported when the response ends.
         let started = Date()
@@ -376,6 +383,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.authorizationHTTP = AuthorizationRequest.HTTP(method: head.method.rawValue, path: target.path,
                                                                host: exchange.authority, headers: headers)
         exchange.retry = RetryPolicy(selected.rule.retry)
+        exchange.hashKey = Self.hashKey(for: backendNamespace, backend.backend.name, headers: headers, proxy: proxy)
         exchange.mirrors = mirrors.compactMap { m -> OriginalDestination? in
             guard RouteFilters.sampled(percent: RouteFilters.percent(m.share)) else { return nil }
             let ns = m.backendRef.namespace?.rawValue ?? routeNamespace
@@ -413,11 +421,43 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.attempt += 1
         let attempt = exchange.attempt
         var hops: [Hop]
-        switch self.proxy.plan(destination, source: exchange.workload) {
-        case .success(let planned): hops = planned.hops
+        var planned: Planned
+        switch self.proxy.plan(destination, source: exchange.workload, hashKey: exchange.hashKey) {
+        case .success(let p):
+            planned = p
+            hops = p.hops
         case .failure(let refusal):
             return reply(exchange, .serviceUnavailable, flag: "UH", body: "no healthy upstream: \(refusal)\n", close: false)
         }
+        if let policy = planned.traffic, !exchange.admitted {
+            // The Service's circuit breaker: room now, a place in its queue, or 503 UO.
+            exchange.attempt -= 1
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            let stats = self.proxy.stats
+            exchange.policy = policy
+            exchange.endpointCount = planned.endpointCount
+            let boundExchange = NIOLoopBound(exchange, eventLoop: loop)
+            policy.admit(queue: true) { ok in
+                loop.execute {
+                    let router = loopBound.value
+                    let exchange = boundExchange.value
+                    guard router.current === exchange, !exchange.answered else {
+                        if ok { policy.release() }
+                        return
+                    }
+                    guard ok else {
+                        stats.circuitBreakerOverflow.add(1, ordering: .relaxed)
+                        return router.reply(exchange, .serviceUnavailable, flag: "UO",
+                                            body: "upstream overflow: the Service's circuit breaker is open\n", close: false)
+                    }
+                    exchange.admitted = true
+                    router.tryBackend(exchange)
+                }
+            }
+            return
+        }
+        let tried = planned.hops.map(\.target.description)
         // A backend on this node: this proxy is its destination proxy and
         // checks its policies, with the request as it will be forwarded.
         let directory = self.proxy.mesh.current
@@ -441,6 +481,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             switch result {
             case .failure:
                 stats.upstreamConnectFailures.add(1, ordering: .relaxed)
+                for failed in tried { exchange.policy?.record(.gatewayError, endpoint: failed, endpoints: exchange.endpointCount) }
                 if router.mayRetry(exchange) { return router.retryLater(exchange) }
                 router.reply(exchange, .serviceUnavailable, flag: router.retriedFlag(exchange, "UF"),
                              body: "upstream connect failure\n", close: false)
@@ -448,6 +489,15 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 if let pair = hop.identities {
                     stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local, source: pair.source, destination: pair.destination)
                 }
+                let endpoint = hop.target.description
+                if let policy = exchange.policy {
+                    for failed in tried.prefix(while: { $0 != endpoint }) {
+                        policy.record(.gatewayError, endpoint: failed, endpoints: exchange.endpointCount)
+                    }
+                    policy.started(endpoint)
+                    upstream.closeFuture.whenComplete { _ in policy.finished(endpoint) }
+                }
+                exchange.endpoint = endpoint
                 exchange.traffic[0].destination = proxy.destinationLabels(hop)
                 exchange.traffic[0].security = hop.identities != nil ? .mutualTLS : .none
                 exchange.upstreamHost = hop.target.description
@@ -516,6 +566,9 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// timeouts.backendRequest passed for one attempt before its response began.
     private func attemptTimedOut(_ exchange: Exchange, attempt: Int) {
         guard current === exchange, exchange.attempt == attempt, !exchange.answered, !exchange.responseStarted else { return }
+        if let policy = exchange.policy, let endpoint = exchange.endpoint {
+            policy.record(.gatewayError, endpoint: endpoint, endpoints: exchange.endpointCount)
+        }
         if mayRetry(exchange) { return retryLater(exchange) }
         timedOut(exchange)
     }
@@ -679,6 +732,9 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         switch part {
         case .head(var head):
             let code = Int(head.status.code)
+            if let policy = exchange.policy, let endpoint = exchange.endpoint {
+                policy.record(code >= 500 ? .serverError(code) : .success, endpoint: endpoint, endpoints: exchange.endpointCount)
+            }
             if exchange.retry.codes.contains(code), mayRetry(exchange) {
                 // A status worth another try, and one left: this answer is dropped.
                 return retryLater(exchange)
@@ -719,6 +775,9 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private func upstreamClosed(_ exchange: Exchange, attempt: Int) {
         guard current === exchange, exchange.attempt == attempt, exchange.upstream != nil else { return }
         if !exchange.responseStarted {
+            if let policy = exchange.policy, let endpoint = exchange.endpoint {
+                policy.record(.gatewayError, endpoint: endpoint, endpoints: exchange.endpointCount)
+            }
             // Reset or closed before the response began: another try when
             // allowed, else 503 as Envoy answers it (UC).
             if mayRetry(exchange) { return retryLater(exchange) }
@@ -767,6 +826,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.answered = true
         exchange.requestTimer?.cancel()
         exchange.perTryTimer?.cancel()
+        Self.releaseAdmission(exchange)
         if !exchange.keepAlive {
             // End our side cleanly (FIN, or END_STREAM on an HBONE stream)
             // rather than close: a reset could overtake the response still
@@ -795,6 +855,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         if let current, !current.reported {
             report(current, flags: "DC")
         }
+        if let current { Self.releaseAdmission(current) }
         current?.upstream?.close(promise: nil)
         context.fireChannelInactive()
     }
@@ -829,6 +890,32 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     // MARK: helpers
+
+    /// Gives back the circuit breaker's room this exchange held (once).
+    private static func releaseAdmission(_ exchange: Exchange) {
+        if exchange.admitted {
+            exchange.admitted = false
+            exchange.policy?.release()
+        }
+    }
+
+    /// The consistent-hash key of a request for a Service whose
+    /// DestinationRule hashes on a header or a cookie.
+    static func hashKey(for namespace: String, _ service: String, headers: [(name: String, value: String)], proxy: NodeProxy) -> String? {
+        guard let hash = proxy.trafficPolicies.service("\(namespace)/\(service)")?.policy.loadBalancer?.consistentHash else { return nil }
+        switch hash {
+        case .header(let name):
+            return headers.first { $0.name.lowercased() == name }?.value
+        case .cookie(let name):
+            for h in headers where h.name.lowercased() == "cookie" {
+                for pair in h.value.split(separator: ";") {
+                    let kv = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                    if kv.count == 2, kv[0] == name { return kv[1] }
+                }
+            }
+            return nil
+        }
+    }
 
     /// Request bodies up to this size are kept for retries and mirrors
     /// (Envoy's default per-request buffer limit is 64 KiB as well).

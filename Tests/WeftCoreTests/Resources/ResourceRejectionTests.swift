@@ -28,6 +28,7 @@ private func workload(_ spec: String) -> String { weft("Workload", spec) }
 private func service(_ spec: String) -> String { weft("Service", spec) }
 private func policy(_ spec: String) -> String { document("security.istio.io/v1", "AuthorizationPolicy", spec: spec) }
 private func peer(_ spec: String) -> String { document("security.istio.io/v1", "PeerAuthentication", spec: spec) }
+private func rule(dr spec: String) -> String { document("networking.istio.io/v1", "DestinationRule", spec: spec) }
 private let parent = #"{"group": "", "kind": "Service", "name": "catalog"}"#
 private func route(parents: String = "[\(parent)]", rules: String) -> String {
     document("gateway.networking.k8s.io/v1", "HTTPRoute", spec: #"{"parentRefs": \#(parents), "rules": \#(rules)}"#)
@@ -52,8 +53,10 @@ private let manyMatches: String = {
 let badManifests: [BadManifest] = [
     // The envelope.
     .init("root that is not an object", "[]", field: "(root)", "expected an object"),
-    .init("unknown apiVersion", #"{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "x"}}"#,
-          field: "apiVersion", "is not served by Weft (served: weft.dev/v1alpha1, gateway.networking.k8s.io/v1, security.istio.io/v1)"),
+    .init("unknown apiVersion", #"{"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry", "metadata": {"name": "x"}}"#,
+          field: "apiVersion", "is not served by Weft (served: weft.dev/v1alpha1, gateway.networking.k8s.io/v1, security.istio.io/v1, networking.istio.io/v1)"),
+    .init("Istio's VirtualService", #"{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "x"}}"#,
+          field: "kind", "Weft routes with Gateway API's HTTPRoute"),
     .init("an older Istio version", document("security.istio.io/v1beta1", "AuthorizationPolicy", spec: "{}"),
           field: "apiVersion", "use security.istio.io/v1"),
     .init("kind of another apiVersion", document("weft.dev/v1alpha1", "HTTPRoute", spec: "{}"),
@@ -316,6 +319,24 @@ let badManifests: [BadManifest] = [
           field: "spec.portLevelMtls", "at least one port"),
     .init("unknown port-level field", peer(#"{"selector": {"matchLabels": {"app": "a"}}, "portLevelMtls": {"8080": {"mtls": "DISABLE"}}}"#),
           field: "spec.portLevelMtls[8080].mtls", "unknown field (allowed: mode)"),
+
+    // DestinationRule.
+    .init("host with a wildcard", rule(dr: #"{"host": "*.shop.svc.cluster.local"}"#), field: "spec.host", "wildcards are not supported"),
+    .init("subsets", rule(dr: #"{"host": "catalog", "subsets": [{"name": "v1"}]}"#), field: "spec.subsets", "subsets are not supported"),
+    .init("tls settings", rule(dr: #"{"host": "catalog", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}"#),
+          field: "spec.trafficPolicy.tls", "always Weft's mutual TLS"),
+    .init("simple and consistentHash together", rule(dr: #"{"host": "catalog", "trafficPolicy": {"loadBalancer": {"simple": "RANDOM", "consistentHash": {"httpHeaderName": "x-user"}}}}"#),
+          field: "spec.trafficPolicy.loadBalancer.consistentHash", "either simple or consistentHash"),
+    .init("unknown load balancer", rule(dr: #"{"host": "catalog", "trafficPolicy": {"loadBalancer": {"simple": "FASTEST"}}}"#),
+          field: "spec.trafficPolicy.loadBalancer.simple", "ROUND_ROBIN"),
+    .init("consistent hash on the source address", rule(dr: #"{"host": "catalog", "trafficPolicy": {"loadBalancer": {"consistentHash": {"useSourceIp": true}}}}"#),
+          field: "spec.trafficPolicy.loadBalancer.consistentHash.useSourceIp", "not supported"),
+    .init("zero connections", rule(dr: #"{"host": "catalog", "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 0}}}}"#),
+          field: "spec.trafficPolicy.connectionPool.tcp.maxConnections", "1"),
+    .init("ejection percent above 100", rule(dr: #"{"host": "catalog", "trafficPolicy": {"outlierDetection": {"maxEjectionPercent": 150}}}"#),
+          field: "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "100"),
+    .init("ejection time that is not a duration", rule(dr: #"{"host": "catalog", "trafficPolicy": {"outlierDetection": {"baseEjectionTime": "30"}}}"#),
+          field: "spec.trafficPolicy.outlierDetection.baseEjectionTime", "duration"),
 ]
 
 @Suite struct ResourceRejection {

@@ -124,11 +124,27 @@ enum GoodManifests {
               "portLevelMtls": {"9090": {"mode": "PERMISSIVE"}, "8080": {"mode": "DISABLE"}}}}
     """#
 
+    static let destinationRule = #"""
+    {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+     "metadata": {"name": "catalog", "namespace": "shop"},
+     "spec": {"host": "catalog.shop.svc.cluster.local",
+              "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpCookie": {"name": "session"}}},
+                                "connectionPool": {"tcp": {"maxConnections": 100}, "http": {"http1MaxPendingRequests": 10, "maxRequestsPerConnection": 1}},
+                                "outlierDetection": {"consecutiveGatewayErrors": 3, "interval": "5s", "baseEjectionTime": "30s", "maxEjectionPercent": 50}}}}
+    """#
+
+    static let leastRequest = #"""
+    {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+     "metadata": {"name": "orders", "namespace": "shop"},
+     "spec": {"host": "orders", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}, "outlierDetection": {}}}}
+    """#
+
     static let all: [(name: String, text: String)] = [
         ("Namespace", namespace), ("Workload", workload), ("Workload with cgroup", cgroupWorkload),
         ("Service", service), ("FaultInjection", faultInjection), ("HTTPRoute", httpRoute),
         ("AuthorizationPolicy", authorizationPolicy), ("DENY AuthorizationPolicy", denyPolicy),
-        ("PeerAuthentication", peerAuthentication),
+        ("PeerAuthentication", peerAuthentication), ("DestinationRule", destinationRule),
+        ("DestinationRule with defaults", leastRequest),
     ]
 }
 
@@ -143,6 +159,21 @@ enum GoodManifests {
         let again = try ResourceDocument.decode(json: encoded.serialized(pretty: true))
         #expect(again == resource)
         #expect(again.encode() == encoded)
+    }
+
+    @Test func destinationRulesNameTheirServiceAndFillIstiosOutlierDefaults() throws {
+        guard case .destinationRule(let full) = try ResourceDocument.decode(json: GoodManifests.destinationRule).spec,
+              case .destinationRule(let short) = try ResourceDocument.decode(json: GoodManifests.leastRequest).spec else {
+            Issue.record("not destination rules")
+            return
+        }
+        #expect(full.serviceName(namespace: "shop") == "catalog")
+        #expect(full.serviceName(namespace: "other") == nil, "a host in another namespace is not this rule's")
+        #expect(full.trafficPolicy.loadBalancer?.consistentHash == .cookie("session"))
+        #expect(short.serviceName(namespace: "shop") == "orders")
+        let od = try #require(short.trafficPolicy.outlierDetection)
+        #expect(od.consecutive5xxErrors == 5 && od.interval.milliseconds == 10_000 && od.baseEjectionTime.milliseconds == 30_000
+                && od.maxEjectionPercent == 10, "Istio's defaults")
     }
 
     @Test func namespaceMeshDefaultsToOffWhenSpecIsLeftOut() throws {
