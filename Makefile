@@ -3,8 +3,10 @@
 #   make demo [DURATION=N]   a throwaway two-node mesh with a canary over mTLS, in the foreground
 #   make test [TEST_ARGS=…]  every test (unit and integration; integration tests need root)
 #   make bench [QUICK=1]     the cost of capture (direct vs captured), then two node proxies with
-#                            mTLS between them, Weft against Envoy, then the cost of telemetry
-#                            (bench-capture, bench-hbone, bench-telemetry)
+#                            mTLS between them, Weft against Envoy, then HTTP at L7 through one
+#                            proxy and through two node proxies, Weft against Envoy and HAProxy,
+#                            then the cost of telemetry
+#                            (bench-capture, bench-hbone, bench-l7, bench-telemetry)
 #   make install [PREFIX=/usr/local DESTDIR=…]   binaries, systemd units, /etc/weft, completion, docs
 #   make uninstall           the same files, and every eBPF program and pin Weft made
 #   make bench-control [AGENTS=1000 CHANGES=10]
@@ -13,7 +15,7 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
-.PHONY: deps pydeps build build-release build-release-all test demo bench bench-capture bench-hbone \
+.PHONY: deps pydeps build build-release build-release-all test demo bench bench-capture bench-hbone bench-l7 \
         install install-files uninstall bench-control bench-telemetry clean
 
 # The Swift toolchain of this machine kind lives in /opt/swift; use it when
@@ -84,7 +86,7 @@ test: deps pydeps
 demo: build
 	DURATION="$(DURATION)" python3 Tests/demo/demo.py
 
-bench: bench-capture bench-hbone bench-telemetry
+bench: bench-capture bench-hbone bench-l7 bench-telemetry
 
 bench-capture: build-release
 	bash Benchmarks/capture/run.sh
@@ -103,6 +105,13 @@ bench-telemetry: build pydeps
 # weft-control and weftctl only set the mesh up: their debug builds are enough.
 bench-hbone: build-release build pydeps
 	python3 Benchmarks/hbone/bench.py
+
+# HTTP at L7: one hop (weftd, Envoy, HAProxy) and two node proxies (weftd over HBONE, Envoy over
+# HTTP/2 mTLS), in one run. HAProxy is Debian's: installed through deps when missing, unless HAPROXY
+# names a binary.
+bench-l7: build-release build pydeps
+	@[ -n "$$HAPROXY" ] || $(MAKE) --no-print-directory deps DEB_PACKAGES=haproxy
+	python3 Benchmarks/l7/bench.py
 
 # --- install ----------------------------------------------------------------------------------------
 PREFIX ?= /usr/local

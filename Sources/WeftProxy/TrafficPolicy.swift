@@ -18,11 +18,7 @@ public final class TrafficPolicyTable: Sendable {
     public func replace(_ snapshot: NodeSnapshot) {
         var specs: [String: DestinationRuleSpec.TrafficPolicy] = [:]
         for r in (snapshot.destinationRules ?? []).sorted(by: { ($0.namespace, $0.name) < ($1.namespace, $1.name) }) {
-            let document: JSONValue = .object([
-                "apiVersion": .string(ResourceKind.istioNetworkingAPIVersion), "kind": .string(r.kind),
-                "metadata": .object(["name": .string(r.name), "namespace": .string(r.namespace)]), "spec": r.spec,
-            ])
-            guard case .destinationRule(let spec)? = (try? ResourceDocument.decode(document))?.spec,
+            guard case .destinationRule(let spec)? = r.decodedSpec,
                   let service = spec.serviceName(namespace: r.namespace) else { continue }
             // Several rules for one Service: the first by name wins (Istio merges; Weft does not guess).
             let key = "\(r.namespace)/\(service)"

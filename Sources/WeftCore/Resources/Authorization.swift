@@ -343,6 +343,19 @@ public struct EffectivePeerAuthentication: Sendable, Hashable {
 
 // MARK: - From a snapshot
 
+extension NodeSnapshot.Policy {
+    /// The spec as the node applies it, validated again as weft-control did;
+    /// nil when it does not decode (written by a newer control plane, say).
+    public var decodedSpec: ResourceSpec? {
+        guard let kind = ResourceKind(rawValue: kind) else { return nil }
+        let document: JSONValue = .object([
+            "apiVersion": .string(kind.apiVersion), "kind": .string(kind.rawValue),
+            "metadata": .object(["name": .string(name), "namespace": .string(namespace)]), "spec": spec,
+        ])
+        return (try? ResourceDocument.decode(document))?.spec
+    }
+}
+
 /// The security policies of a node snapshot, decoded.
 public struct SnapshotPolicies: Sendable, Hashable {
     public var authorization: [NamedAuthorizationPolicy] = []
@@ -357,13 +370,7 @@ public struct SnapshotPolicies: Sendable, Hashable {
 
     public init(snapshot: NodeSnapshot) {
         for p in snapshot.policies ?? [] {
-            let document: JSONValue = .object([
-                "apiVersion": .string(ResourceKind.istioSecurityAPIVersion), "kind": .string(p.kind),
-                "metadata": .object(["name": .string(p.name), "namespace": .string(p.namespace)]),
-                "spec": p.spec,
-            ])
-            let resource = try? ResourceDocument.decode(document)
-            switch (p.kind, resource?.spec) {
+            switch (p.kind, p.decodedSpec) {
             case (_, .authorizationPolicy(let spec)?):
                 authorization.append(NamedAuthorizationPolicy(namespace: p.namespace, name: p.name, spec: spec))
             case (_, .peerAuthentication(let spec)?):

@@ -35,12 +35,8 @@ public final class HTTPRouteTable: Sendable {
         let routes = RouteSource.all(in: snapshot)
         var s = State()
         for f in snapshot.faultInjections ?? [] {
-            let document: JSONValue = .object([
-                "apiVersion": .string(ResourceKind.weftAPIVersion), "kind": .string(f.kind),
-                "metadata": .object(["name": .string(f.name), "namespace": .string(f.namespace)]), "spec": f.spec,
-            ])
             // One that does not decode is left out: a route naming it answers 500, never forwards unfaulted.
-            if case .faultInjection(let spec)? = (try? ResourceDocument.decode(document))?.spec {
+            if case .faultInjection(let spec)? = f.decodedSpec {
                 s.faults["\(f.namespace)/\(f.name)"] = spec
             }
         }

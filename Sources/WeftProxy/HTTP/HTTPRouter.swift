@@ -383,7 +383,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.authorizationHTTP = AuthorizationRequest.HTTP(method: head.method.rawValue, path: target.path,
                                                                host: exchange.authority, headers: headers)
         exchange.retry = RetryPolicy(selected.rule.retry)
-        exchange.hashKey = Self.hashKey(for: backendNamespace, backend.backend.name, headers: headers, proxy: proxy)
+        exchange.policy = proxy.trafficPolicies.service("\(backendNamespace)/\(backend.backend.name)")
+        exchange.hashKey = Self.hashKey(policy: exchange.policy, headers: headers)
         exchange.mirrors = mirrors.compactMap { m -> OriginalDestination? in
             guard RouteFilters.sampled(percent: RouteFilters.percent(m.share)) else { return nil }
             let ns = m.backendRef.namespace?.rawValue ?? routeNamespace
@@ -420,23 +421,12 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
               let forwarded = exchange.forwarded else { return }
         exchange.attempt += 1
         let attempt = exchange.attempt
-        var hops: [Hop]
-        var planned: Planned
-        switch self.proxy.plan(destination, source: exchange.workload, hashKey: exchange.hashKey) {
-        case .success(let p):
-            planned = p
-            hops = p.hops
-        case .failure(let refusal):
-            return reply(exchange, .serviceUnavailable, flag: "UH", body: "no healthy upstream: \(refusal)\n", close: false)
-        }
-        if let policy = planned.traffic, !exchange.admitted {
+        if let policy = exchange.policy, !exchange.admitted {
             // The Service's circuit breaker: room now, a place in its queue, or 503 UO.
             exchange.attempt -= 1
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
             let stats = self.proxy.stats
-            exchange.policy = policy
-            exchange.endpointCount = planned.endpointCount
             let boundExchange = NIOLoopBound(exchange, eventLoop: loop)
             policy.admit(queue: true) { ok in
                 loop.execute {
@@ -457,6 +447,16 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             }
             return
         }
+        var hops: [Hop]
+        let planned: Planned
+        switch self.proxy.plan(destination, source: exchange.workload, hashKey: exchange.hashKey) {
+        case .success(let p):
+            planned = p
+            hops = p.hops
+        case .failure(let refusal):
+            return reply(exchange, .serviceUnavailable, flag: "UH", body: "no healthy upstream: \(refusal)\n", close: false)
+        }
+        exchange.endpointCount = planned.endpointCount
         let tried = planned.hops.map(\.target.description)
         // A backend on this node: this proxy is its destination proxy and
         // checks its policies, with the request as it will be forwarded.
@@ -901,8 +901,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The consistent-hash key of a request for a Service whose
     /// DestinationRule hashes on a header or a cookie.
-    static func hashKey(for namespace: String, _ service: String, headers: [(name: String, value: String)], proxy: NodeProxy) -> String? {
-        guard let hash = proxy.trafficPolicies.service("\(namespace)/\(service)")?.policy.loadBalancer?.consistentHash else { return nil }
+    static func hashKey(policy: ServiceTraffic?, headers: [(name: String, value: String)]) -> String? {
+        guard let hash = policy?.policy.loadBalancer?.consistentHash else { return nil }
         switch hash {
         case .header(let name):
             return headers.first { $0.name.lowercased() == name }?.value

@@ -17,8 +17,10 @@ Misbehaving on purpose (for retries, timeouts and faults), all off by default:
                         answered after sleeping MS milliseconds
 
 GET /__stats (never counted itself) answers {"count": N, "last": {"method", "path",
-"headers"} or null}: how many requests this server received, and the last of them;
-for the tests to query directly, from outside the mesh.
+"headers"} or null, "active": A, "max_active": M}: how many requests this server
+received, the last of them, how many it is answering now and the most it was ever
+answering at once (for circuit breaking); for the tests to query directly, from
+outside the mesh.
 """
 import argparse, json, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,7 +38,7 @@ def main():
     a = p.parse_args()
 
     lock = threading.Lock()
-    stats = {"count": 0, "last": None}
+    stats = {"count": 0, "last": None, "active": 0, "max_active": 0}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -61,13 +63,22 @@ def main():
             body = self.rfile.read(length) if length else b""
             if self.path == "/__stats" or self.path.startswith("/__stats?"):
                 with lock:
-                    snapshot = {"count": stats["count"], "last": stats["last"]}
+                    snapshot = dict(stats)
                 return self.send_json(200, snapshot)
             headers = {k.lower(): v for k, v in self.headers.items()}
             with lock:
                 stats["count"] += 1
                 number = stats["count"]
                 stats["last"] = {"method": self.command, "path": self.path, "headers": headers}
+                stats["active"] += 1
+                stats["max_active"] = max(stats["max_active"], stats["active"])
+            try:
+                self.respond(number, headers, body)
+            finally:
+                with lock:
+                    stats["active"] -= 1
+
+        def respond(self, number, headers, body):
             if any(self.path.startswith(prefix) for prefix in a.reset_path):
                 self.close_connection = True
                 try:

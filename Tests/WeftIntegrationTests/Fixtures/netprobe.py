@@ -15,7 +15,8 @@ Swift harness can follow a long-running process by reading its output file.
   http  --url URL [--timeout S]  GET; prints {"status":..,"body":..}
   requests --url URL [--count N] [--method M] [--header "N: V"] [--timeout S]
         [--keep-alive] [--workers W] [--no-redirects] [--tally-header NAME]
-        [--tally-echoed NAME] [--timing]
+        [--tally-echoed NAME] [--timing] [--sequence]
+        [--vary-header "N: PREFIX" --vary-count K]
                                  N requests, each on a fresh connection (urllib, which
                                  follows redirects unless --no-redirects), or with
                                  --keep-alive on one http.client connection per worker
@@ -27,6 +28,14 @@ Swift harness can follow a long-running process by reading its output file.
                                  headers, "echoed" {NAME: {value: count}} of the request
                                  headers httpecho echoed ("-": absent), and "elapsed"
                                  {"min","max","median","total"} in seconds when asked.
+                                 --sequence adds "sequence": one {"status", "name", "t",
+                                 "elapsed"} per request, in the order the answers came
+                                 (status 0 and "error" for a failed request; t is
+                                 time.time() when the answer was read, elapsed its
+                                 seconds). --vary-header sends header N on request i
+                                 (numbered in the order requests start) with the value
+                                 PREFIX + str(i % K) (K defaults to 10), on top of any
+                                 --header; each sequence entry then says it in "sent".
   hold  --host H --port P --duration S
                                  one connection kept open for S seconds, echoing a
                                  line every 0.2 s; prints {"ok":..,"rounds":..}
@@ -319,14 +328,25 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def requests_worker(args, count, headers, result, timings, lock):
+def requests_worker(args, count, headers, result, timings, lock, counter=None):
     """`count` requests, each tallied into `result` under `lock`."""
     opener = urllib.request.build_opener(NoRedirect) if args.no_redirects else None
     conn = None
     if args.keep_alive:
         target = urllib.parse.urlsplit(args.url)
         path = (target.path or "/") + ("?" + target.query if target.query else "")
+    common = headers
     for _ in range(count):
+        varied = None
+        if args.vary_header:
+            # The varied header, numbered across workers in the order requests start.
+            with lock:
+                number = counter[0]
+                counter[0] += 1
+            vary_name, _, prefix = args.vary_header.partition(":")
+            varied = prefix.strip() + str(number % max(1, args.vary_count))
+            headers = dict(common)
+            headers[vary_name.strip()] = varied
         started = time.monotonic()
         try:
             if args.keep_alive:
@@ -355,8 +375,15 @@ def requests_worker(args, count, headers, result, timings, lock):
             name = error_name(reason) if isinstance(reason, OSError) else (str(exc) or type(exc).__name__)
             with lock:
                 result["errors"][name] = result["errors"].get(name, 0) + 1
+                if args.sequence:
+                    entry = {"status": 0, "error": name, "t": time.time(),
+                             "elapsed": round(time.monotonic() - started, 4)}
+                    if varied is not None:
+                        entry["sent"] = varied
+                    result["sequence"].append(entry)
             continue
         elapsed = time.monotonic() - started
+        answered = time.time()
         try:
             echoed = json.loads(body)
         except ValueError:
@@ -380,6 +407,11 @@ def requests_worker(args, count, headers, result, timings, lock):
                 value = sent.get(h.lower(), "-") if isinstance(sent, dict) else "-"
                 seen[value] = seen.get(value, 0) + 1
             timings.append(elapsed)
+            if args.sequence:
+                entry = {"status": status, "name": name, "t": answered, "elapsed": round(elapsed, 4)}
+                if varied is not None:
+                    entry["sent"] = varied
+                result["sequence"].append(entry)
     if conn is not None:
         conn.close()
 
@@ -393,18 +425,22 @@ def cmd_requests(args):
         result["header_values"] = {h.lower(): {} for h in args.tally_header}
     if args.tally_echoed:
         result["echoed"] = {h.lower(): {} for h in args.tally_echoed}
+    if args.sequence:
+        result["sequence"] = []
     headers = dict(h.split(":", 1) for h in args.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
     timings = []
     lock = threading.Lock()
+    counter = [0]
     workers = max(1, args.workers)
     started = time.monotonic()
     if workers == 1:
-        requests_worker(args, args.count, headers, result, timings, lock)
+        requests_worker(args, args.count, headers, result, timings, lock, counter)
     else:
         threads = [
             threading.Thread(target=requests_worker,
-                             args=(args, args.count // workers + (i < args.count % workers), headers, result, timings, lock))
+                             args=(args, args.count // workers + (i < args.count % workers), headers, result, timings, lock,
+                                   counter))
             for i in range(workers)
         ]
         for t in threads:
@@ -615,6 +651,9 @@ def main():
     p.add_argument("--tally-header", action="append", default=[])
     p.add_argument("--tally-echoed", action="append", default=[])
     p.add_argument("--timing", action="store_true")
+    p.add_argument("--sequence", action="store_true")
+    p.add_argument("--vary-header", default=None)
+    p.add_argument("--vary-count", type=int, default=10)
     p.set_defaults(func=cmd_requests)
 
     p = sub.add_parser("hold")

