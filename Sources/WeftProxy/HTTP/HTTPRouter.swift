@@ -85,6 +85,24 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         var endpointCount = 0
         /// The endpoint of the current try (outlier detection's bookkeeping).
         var endpoint: String?
+        /// Counted in flight at this endpoint (least request) until the response ends.
+        var inFlightAt: String?
+        // Upstream reuse (keep-alive towards the backend, per client connection).
+        var relay: UpstreamResponseRelay?
+        var upstreamKey: String?
+        var reusedUpstream = false
+        var freshUpstream = false
+        var upstreamKeepAlive = false
+        var uses = 0
+        /// Destination role: the workload this exchange goes to.
+        var destinationTarget: OriginalDestination?
+
+        func leaveEndpoint() {
+            if let endpoint = inFlightAt {
+                inFlightAt = nil
+                policy?.finished(endpoint)
+            }
+        }
         var responseFilters: [HTTPRouteSpec.HeaderModifier] = []
         // Telemetry: what is reported when the response ends.
         let started = Date()
@@ -118,6 +136,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         current?.upstream?.close(promise: nil)
+        closeIdle()
         self.context = nil
     }
 
@@ -243,12 +262,24 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         forwarded.headers.remove(name: "connection")
         exchange.upstreamHost = destination.description
         exchange.attempt = 1
-        guard let context else { return }
+        exchange.forwarded = forwarded
+        exchange.destinationTarget = destination
+        connectAtDestination(destination, exchange)
+    }
+
+    /// The workload's connection for one request at the destination: the one
+    /// this client's previous request left open, or a new one.
+    private func connectAtDestination(_ destination: OriginalDestination, _ exchange: Exchange) {
+        guard let context, let forwarded = exchange.forwarded else { return }
+        let key = "tcp \(destination)"
+        if !exchange.freshUpstream, let kept = takeIdle(key) {
+            return attach(kept.channel, exchange: exchange, head: forwarded, key: key, reusing: kept)
+        }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let stats = proxy.stats
         proxy.connectUpstream(to: destination, netns: netns, on: context.eventLoop).whenComplete { result in
             let router = loopBound.value
-            guard router.current === exchange else {
+            guard router.current === exchange, !exchange.answered else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
                 return
             }
@@ -257,7 +288,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 stats.upstreamConnectFailures.add(1, ordering: .relaxed)
                 router.reply(exchange, .serviceUnavailable, flag: "UF", body: "upstream connect failure\n", close: false)
             case .success(let upstream):
-                router.attach(upstream, exchange: exchange, head: forwarded)
+                router.attach(upstream, exchange: exchange, head: forwarded, key: key)
             }
         }
     }
@@ -472,6 +503,10 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let proxy = self.proxy
         let connectHeaders = hops.contains(where: \.isTunnel)
             ? proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1") : []
+        // This client's previous request to the same endpoint left its upstream open: reuse it.
+        if !exchange.freshUpstream, let first = hops.first, let kept = takeIdle(Self.poolKey(first)) {
+            return connected(exchange, attempt: attempt, upstream: kept.channel, hop: first, tried: [], reusing: kept)
+        }
         proxy.connectFirst(hops[...], netns: netns, connectHeaders: connectHeaders, on: context.eventLoop).whenComplete { result in
             let router = loopBound.value
             guard router.current === exchange, exchange.attempt == attempt, !exchange.answered else {
@@ -486,44 +521,56 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 router.reply(exchange, .serviceUnavailable, flag: router.retriedFlag(exchange, "UF"),
                              body: "upstream connect failure\n", close: false)
             case .success(let (upstream, hop)):
-                if let pair = hop.identities {
-                    stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local, source: pair.source, destination: pair.destination)
-                }
-                let endpoint = hop.target.description
-                if let policy = exchange.policy {
-                    for failed in tried.prefix(while: { $0 != endpoint }) {
-                        policy.record(.gatewayError, endpoint: failed, endpoints: exchange.endpointCount)
-                    }
-                    policy.started(endpoint)
-                    upstream.closeFuture.whenComplete { _ in policy.finished(endpoint) }
-                }
-                exchange.endpoint = endpoint
-                exchange.traffic[0].destination = proxy.destinationLabels(hop)
-                exchange.traffic[0].security = hop.identities != nil ? .mutualTLS : .none
-                exchange.upstreamHost = hop.target.description
-                var head = forwarded
-                head.headers.replaceOrAdd(name: "x-weft-attempt-count", value: String(attempt))
-                if hop.isLocalMeshed, exchange.traffic.count == 1 {
-                    // This proxy is the destination's too: its report and its server span.
-                    let d = exchange.traffic[0].reported(by: .destination)
-                    exchange.traffic.append(d)
-                    if let tracing = proxy.telemetry.tracing, let target = exchange.target {
-                        var list = head.headers.map { (name: $0.name, value: $0.value) }
-                        let span = tracing.start("\(d.service.host):\(hop.target.port)/*", kind: .server, headers: &list)
-                        router.describe(span, exchange, traffic: d, target: target)
-                        exchange.spans.append(span)
-                        head.headers = HTTPHeaders(list.map { ($0.name, $0.value) })
-                    }
-                }
-                exchange.traceID = MeshTracing.traceID(head.headers.map { (name: $0.name, value: $0.value) })
-                if let perTry = exchange.perTryTimeout {
-                    exchange.perTryTimer = upstream.eventLoop.scheduleTask(in: perTry) {
-                        loopBound.value.attemptTimedOut(exchange, attempt: attempt)
-                    }
-                }
-                router.attach(upstream, exchange: exchange, head: head)
+                router.connected(exchange, attempt: attempt, upstream: upstream, hop: hop, tried: tried, reusing: nil)
             }
         }
+    }
+
+    /// The upstream of one try is ready (new, or kept from this client's
+    /// previous request): bookkeeping, then the request goes.
+    private func connected(_ exchange: Exchange, attempt: Int, upstream: any Channel, hop: Hop, tried: [String], reusing: IdleUpstream?) {
+        guard let forwarded = exchange.forwarded, let context else {
+            upstream.close(promise: nil)
+            return
+        }
+        let proxy = self.proxy
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        if let pair = hop.identities {
+            proxy.stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local, source: pair.source, destination: pair.destination)
+        }
+        let endpoint = hop.target.description
+        if let policy = exchange.policy {
+            for failed in tried.prefix(while: { $0 != endpoint }) {
+                policy.record(.gatewayError, endpoint: failed, endpoints: exchange.endpointCount)
+            }
+            policy.started(endpoint)
+            exchange.inFlightAt = endpoint
+        }
+        exchange.endpoint = endpoint
+        exchange.traffic[0].destination = proxy.destinationLabels(hop)
+        exchange.traffic[0].security = hop.identities != nil ? .mutualTLS : .none
+        exchange.upstreamHost = hop.target.description
+        var head = forwarded
+        head.headers.replaceOrAdd(name: "x-weft-attempt-count", value: String(attempt))
+        if hop.isLocalMeshed, exchange.traffic.count == 1 {
+            // This proxy is the destination's too: its report and its server span.
+            let d = exchange.traffic[0].reported(by: .destination)
+            exchange.traffic.append(d)
+            if let tracing = proxy.telemetry.tracing, let target = exchange.target {
+                var list = head.headers.map { (name: $0.name, value: $0.value) }
+                let span = tracing.start("\(d.service.host):\(hop.target.port)/*", kind: .server, headers: &list)
+                describe(span, exchange, traffic: d, target: target)
+                exchange.spans.append(span)
+                head.headers = HTTPHeaders(list.map { ($0.name, $0.value) })
+            }
+        }
+        exchange.traceID = MeshTracing.traceID(head.headers.map { (name: $0.name, value: $0.value) })
+        if let perTry = exchange.perTryTimeout {
+            exchange.perTryTimer = upstream.eventLoop.scheduleTask(in: perTry) {
+                loopBound.value.attemptTimedOut(exchange, attempt: attempt)
+            }
+        }
+        attach(upstream, exchange: exchange, head: head, key: Self.poolKey(hop), reusing: reusing)
     }
 
     /// A retry is allowed: tries left, and the request is still whole in memory.
@@ -540,6 +587,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// Drops the current attempt and tries again after the backoff.
     private func retryLater(_ exchange: Exchange) {
         guard let context else { return }
+        exchange.leaveEndpoint()
         if let upstream = exchange.upstream {
             exchange.upstream = nil
             upstream.close(promise: nil)
@@ -697,26 +745,41 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         head.headers.reduce(head.status.reasonPhrase.utf8.count + 15) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 2
     }
 
-    private func attach(_ upstream: any Channel, exchange: Exchange, head: HTTPRequestHead) {
+    private func attach(_ upstream: any Channel, exchange: Exchange, head: HTTPRequestHead, key: String, reusing: IdleUpstream? = nil) {
         guard let context else {
             upstream.close(promise: nil)
             return
         }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let attempt = exchange.attempt
-        do {
-            try upstream.pipeline.syncOperations.addHandlers([
-                HTTPRequestEncoder(),
-                ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
-                UpstreamResponseRelay(onPart: { part in loopBound.value.upstreamPart(part, exchange, attempt: attempt) },
-                                      onClose: { loopBound.value.upstreamClosed(exchange, attempt: attempt) }),
-            ])
-        } catch {
-            upstream.close(promise: nil)
-            return reply(exchange, .serviceUnavailable, flag: "UF", body: "upstream setup failed\n", close: false)
+        let onPart: (HTTPClientResponsePart) -> Void = { part in loopBound.value.upstreamPart(part, exchange, attempt: attempt) }
+        let onClose: () -> Void = { loopBound.value.upstreamClosed(exchange, attempt: attempt) }
+        let relay: UpstreamResponseRelay
+        if let reusing {
+            relay = reusing.relay
+            relay.onPart = onPart
+            relay.onClose = onClose
+            exchange.uses = reusing.uses + 1
+            exchange.reusedUpstream = true
+        } else {
+            relay = UpstreamResponseRelay(onPart: onPart, onClose: onClose)
+            do {
+                try upstream.pipeline.syncOperations.addHandlers([
+                    HTTPRequestEncoder(),
+                    ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
+                    relay,
+                ])
+            } catch {
+                upstream.close(promise: nil)
+                return reply(exchange, .serviceUnavailable, flag: "UF", body: "upstream setup failed\n", close: false)
+            }
+            exchange.uses = 1
+            exchange.reusedUpstream = false
+            upstream.setOption(.autoRead, value: true).whenComplete { _ in upstream.read() }
         }
+        exchange.relay = relay
+        exchange.upstreamKey = key
         exchange.upstream = upstream
-        upstream.setOption(.autoRead, value: true).whenComplete { _ in upstream.read() }
         upstream.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
         for part in exchange.buffered where !(part.isHead) {
             upstream.write(Self.clientPart(part), promise: nil)
@@ -740,6 +803,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 return retryLater(exchange)
             }
             exchange.responseStarted = true
+            exchange.upstreamKeepAlive = head.isKeepAlive && head.version == .http1_1
             exchange.perTryTimer?.cancel()
             exchange.perTryTimer = nil
             if exchange.retries > 0, exchange.retry.codes.contains(code) { exchange.flags.append("URX") }
@@ -759,14 +823,17 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         case .end(let trailers):
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
             report(exchange, flags: exchange.flags.isEmpty ? "-" : exchange.flags.joined(separator: ","))
+            exchange.leaveEndpoint()
             if let upstream = exchange.upstream {
-                // Done with this upstream: end our side (END_STREAM on an HBONE
-                // stream, FIN on TCP) and let the peer end its own, so the
-                // stream finishes cleanly instead of being reset; close it
-                // anyway if the peer does not.
                 exchange.upstream = nil
-                upstream.close(mode: .output, promise: nil)
-                upstream.eventLoop.scheduleTask(in: .seconds(5)) { upstream.close(promise: nil) }
+                if !park(upstream, exchange) {
+                    // Done with this upstream: end our side (END_STREAM on an HBONE
+                    // stream, FIN on TCP) and let the peer end its own, so the
+                    // stream finishes cleanly instead of being reset; close it
+                    // anyway if the peer does not.
+                    upstream.close(mode: .output, promise: nil)
+                    upstream.eventLoop.scheduleTask(in: .seconds(5)) { upstream.close(promise: nil) }
+                }
             }
             finish(exchange)
         }
@@ -774,6 +841,19 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func upstreamClosed(_ exchange: Exchange, attempt: Int) {
         guard current === exchange, exchange.attempt == attempt, exchange.upstream != nil else { return }
+        if !exchange.responseStarted, exchange.reusedUpstream, exchange.replayable {
+            // A kept connection the backend had closed meanwhile (its idle
+            // timeout): the same try again on a new connection.
+            exchange.upstream = nil
+            exchange.leaveEndpoint()
+            exchange.freshUpstream = true
+            exchange.buffered = exchange.replay
+            if exchange.backend != nil {
+                exchange.attempt -= 1
+                return tryBackend(exchange)
+            }
+            if let target = exchange.destinationTarget { return connectAtDestination(target, exchange) }
+        }
         if !exchange.responseStarted {
             if let policy = exchange.policy, let endpoint = exchange.endpoint {
                 policy.record(.gatewayError, endpoint: endpoint, endpoints: exchange.endpointCount)
@@ -788,6 +868,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         // Closed in the middle of a response: the client cannot be told more
         // than that, so its connection goes too (Envoy's UC).
         exchange.upstream = nil
+        exchange.leaveEndpoint()
         report(exchange, flags: "UC")
         context?.close(promise: nil)
     }
@@ -797,6 +878,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context else { return }
         exchange.discarding = true
         exchange.buffered = []
+        exchange.leaveEndpoint()
         if let upstream = exchange.upstream {
             exchange.upstream = nil
             upstream.close(promise: nil)
@@ -855,7 +937,11 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         if let current, !current.reported {
             report(current, flags: "DC")
         }
-        if let current { Self.releaseAdmission(current) }
+        if let current {
+            Self.releaseAdmission(current)
+            current.leaveEndpoint()
+        }
+        closeIdle()
         current?.upstream?.close(promise: nil)
         context.fireChannelInactive()
     }
@@ -887,6 +973,75 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         context.close(promise: nil)
+    }
+
+    // MARK: upstream reuse
+
+    /// An upstream connection kept open after a response, for this client's
+    /// next request to the same endpoint (HTTP/1.1 keep-alive towards the
+    /// backend; an HBONE stream carries its requests one after the other).
+    final class IdleUpstream {
+        let channel: any Channel
+        let relay: UpstreamResponseRelay
+        let uses: Int
+        init(channel: any Channel, relay: UpstreamResponseRelay, uses: Int) {
+            self.channel = channel
+            self.relay = relay
+            self.uses = uses
+        }
+    }
+
+    /// Upstreams kept, by endpoint (a client rarely talks to more than a few).
+    private var idle: [String: IdleUpstream] = [:]
+    static let maxIdlePerClient = 4
+
+    static func poolKey(_ hop: Hop) -> String {
+        switch hop {
+        case .direct(let target, _, _): return "tcp \(target)"
+        case .tunnel(let target, let source, _): return "hbone \(target) \(source.identity)"
+        }
+    }
+
+    private func takeIdle(_ key: String) -> IdleUpstream? {
+        guard let kept = idle.removeValue(forKey: key) else { return nil }
+        guard kept.channel.isActive else { return nil }
+        return kept
+    }
+
+    /// Keeps `upstream` for the next request when both ends allow it: the
+    /// request was sent whole, the backend answered HTTP/1.1 keep-alive, the
+    /// method was not HEAD (whose answer has no body to frame the next one
+    /// by), and the DestinationRule's maxRequestsPerConnection is not reached.
+    private func park(_ upstream: any Channel, _ exchange: Exchange) -> Bool {
+        guard let relay = exchange.relay, let key = exchange.upstreamKey, exchange.requestEnded, exchange.upstreamKeepAlive,
+              exchange.keepAlive, exchange.method != "HEAD", upstream.isActive, context != nil else { return false }
+        if let limit = exchange.policy?.policy.connectionPool?.maxRequestsPerConnection, exchange.uses >= limit { return false }
+        if idle[key] == nil, idle.count >= Self.maxIdlePerClient { return false }
+        let kept = IdleUpstream(channel: upstream, relay: relay, uses: exchange.uses)
+        if let older = idle.updateValue(kept, forKey: key) { Self.endGently(older.channel) }
+        // While idle, anything from the backend ends the connection; its closing removes it here.
+        relay.onPart = { _ in upstream.close(promise: nil) }
+        let loopBound = NIOLoopBound(self, eventLoop: upstream.eventLoop)
+        relay.onClose = {
+            let router = loopBound.value
+            if router.idle[key] === kept { router.idle[key] = nil }
+        }
+        return true
+    }
+
+    private func closeIdle() {
+        let all = idle.values
+        idle = [:]
+        for kept in all { Self.endGently(kept.channel) }
+    }
+
+    /// Ends an upstream we are done with the way a finished exchange does:
+    /// our side first (FIN, or END_STREAM on an HBONE stream), the rest when
+    /// the peer ends its own or after 5 s. Closing outright would reset an
+    /// HBONE stream, and a peer counts resets (HTTP/2 rapid-reset protection).
+    static func endGently(_ channel: any Channel) {
+        channel.close(mode: .output, promise: nil)
+        channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
     }
 
     // MARK: helpers
@@ -969,8 +1124,9 @@ final class MirrorSink: ChannelInboundHandler {
 /// The upstream side of one request: response parts go to the router.
 final class UpstreamResponseRelay: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
-    private let onPart: (HTTPClientResponsePart) -> Void
-    private let onClose: () -> Void
+    /// Rebound for each request when the connection is reused.
+    var onPart: (HTTPClientResponsePart) -> Void
+    var onClose: () -> Void
 
     init(onPart: @escaping (HTTPClientResponsePart) -> Void, onClose: @escaping () -> Void) {
         self.onPart = onPart
