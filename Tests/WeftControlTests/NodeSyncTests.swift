@@ -4,7 +4,7 @@ import Testing
 import WeftCore
 import WeftIdentity
 
-@Suite("Node sync")
+@Suite("Node sync", .serialized)
 struct NodeSyncTests {
     @Test("a snapshot holds every namespace, the node's own workloads, and every service with endpoints on any node")
     func snapshotContents() async throws {

@@ -68,7 +68,8 @@ final class SnapshotVersion: Sendable {
     private struct State {
         var version: Int64
         var seen: Int64
-        var refreshing: Task<Void, any Error>?
+        var refreshing: (id: Int, task: Task<Void, any Error>)?
+        var refreshCount = 0
     }
 
     private let state: Mutex<State>
@@ -130,15 +131,22 @@ final class SnapshotVersion: Sendable {
     }
 
     /// Catches up with the store's change log. Callers arriving while a read is
-    /// under way share it (after an apply, every waiting poll asks at once).
+    /// under way share the *next* read (after an apply, every waiting poll asks
+    /// at once): the one under way may have read the log before the commit
+    /// the caller must see, so it is waited for, not taken as the answer.
     func refresh(from store: any ResourceStore) async throws {
+        let before = state.withLock { $0.refreshing }
+        if let before { _ = try? await before.task.value }
         let task = state.withLock { s -> Task<Void, any Error> in
-            if let running = s.refreshing { return running }
+            // One started after this caller arrived reads everything it must see.
+            if let running = s.refreshing, running.id != before?.id { return running.task }
+            s.refreshCount += 1
+            let id = s.refreshCount
             let task = Task { [self] in
-                defer { state.withLock { $0.refreshing = nil } }
+                defer { state.withLock { if $0.refreshing?.id == id { $0.refreshing = nil } } }
                 try await catchUp(store)
             }
-            s.refreshing = task
+            s.refreshing = (id, task)
             return task
         }
         try await task.value

@@ -161,25 +161,36 @@ public final class EtcdCluster: Sendable {
         }
     }
 
-    /// Ports free now on 127.0.0.1 (bound, read, released).
+    /// The next port to try: below the kernel's ephemeral range (32768 and
+    /// up), so that no server of a test running beside this one, binding
+    /// port 0, can be handed a port between our check and etcd's bind; one
+    /// counter per process, so that two clusters never pick the same one.
+    private static let nextPort = Mutex(Int.random(in: 20_000..<26_000))
+
+    /// Ports free now on 127.0.0.1 (bound, checked, released).
     public static func freePorts(_ count: Int) throws -> [Int] {
-        var fds: [Int32] = []
-        defer { for fd in fds { close(fd) } }
         var ports: [Int] = []
-        for _ in 0..<count {
+        var tries = 0
+        while ports.count < count {
+            tries += 1
+            guard tries < 2_000 else { throw HarnessError("no free port on 127.0.0.1 below 32768") }
+            let port = nextPort.withLock { p -> Int in
+                let chosen = p
+                p = p >= 32_000 ? 20_000 : p + 1
+                return chosen
+            }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
-            fds.append(fd)
+            defer { close(fd) }
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = 0
+            addr.sin_port = UInt16(port).bigEndian
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let len = socklen_t(MemoryLayout<sockaddr_in>.size)
             let bound = withUnsafeMutablePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 }
             }
-            guard bound else { throw HarnessError("bind: \(String(cString: strerror(errno)))") }
-            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+            if bound { ports.append(port) }
         }
         return ports
     }
