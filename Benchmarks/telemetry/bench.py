@@ -30,19 +30,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
-from benchlib import cpu_s, parse_wrk, quiet_wait, say, spread  # noqa: E402
+from benchlib import cpu_s, knobs, parse_wrk, quiet_wait, say, spread  # noqa: E402
 from meshlab import ADDR, MeshLab, run  # noqa: E402
 
-QUICK = os.environ.get('QUICK') == '1'
-REPS = 1 if QUICK else int(os.environ.get('REPS', '3'))
-DUR = 2 if QUICK else int(os.environ.get('DUR', '5'))
-CONNS = int(os.environ.get('CONNS', '10'))
-QUIET = float(os.environ.get('QUIET', '0.3'))
-MAX_WAIT = float(os.environ.get('MAX_WAIT', '5' if QUICK else '60'))
-NICE = os.environ.get('NICE', '-20')
-WEFTD = os.environ.get('WEFTD', f'{ROOT}/.build/release/weftd')
-WEFT_CONTROL = os.environ.get('WEFT_CONTROL', f'{ROOT}/.build/debug/weft-control')
-WEFTCTL = os.environ.get('WEFTCTL', f'{ROOT}/.build/debug/weftctl')
+K = knobs(ROOT, dur=5, conns='10', max_wait=60)
+QUICK, REPS, DUR, QUIET, MAX_WAIT, NICE = K.QUICK, K.REPS, K.DUR, K.QUIET, K.MAX_WAIT, K.NICE
+CONNS = int(K.CONNS)
+WEFTD, WEFT_CONTROL, WEFTCTL = K.WEFTD, K.WEFT_CONTROL, K.WEFTCTL
 MICRO = os.environ.get('TELEMETRY_BENCH', f'{ROOT}/.build/release/weft-telemetry-bench')
 SINK = os.path.join(ROOT, 'Tests', 'WeftIntegrationTests', 'Fixtures', 'otlpsink.py')
 RESULTS = os.path.join(HERE, 'results')
