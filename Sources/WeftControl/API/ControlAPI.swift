@@ -374,24 +374,23 @@ final class ControlAPI: Sendable {
     }
 
     private func loadView(version: Int64) async throws -> ClusterView {
-        func read(_ kind: ResourceKind) async throws -> [Resource] {
-            var out: [Resource] = []
-            for row in try await store.list(kind: kind.rawValue, namespace: nil) {
-                do {
-                    out.append(try row.decodedResource())
-                } catch {
-                    // One unreadable object must not stop every node's sync.
-                    logger.error("left out of node snapshots", metadata: ["object": "\(row.key)", "error": "\(error)"])
-                }
+        // One read of the store for every kind: each read is a hop to the
+        // store's queue, and a long poll waits for all of them.
+        var byKind: [ResourceKind: [Resource]] = [:]
+        for row in try await store.list(kind: nil, namespace: nil) {
+            // Node records, tokens and the like are not resources.
+            guard let kind = ResourceKind(rawValue: row.key.kind) else { continue }
+            do {
+                byKind[kind, default: []].append(try row.decodedResource())
+            } catch {
+                // One unreadable object must not stop every node's sync.
+                logger.error("left out of node snapshots", metadata: ["object": "\(row.key)", "error": "\(error)"])
             }
-            return out
         }
-        return ClusterView(version: version, namespaces: try await read(.namespace),
-                           workloads: try await read(.workload), services: try await read(.service),
-                           routes: try await read(.httpRoute),
-                           policies: try await read(.authorizationPolicy) + read(.peerAuthentication),
-                           faultInjections: try await read(.faultInjection),
-                           destinationRules: try await read(.destinationRule))
+        func read(_ kind: ResourceKind) -> [Resource] { byKind[kind] ?? [] }
+        return ClusterView(version: version, namespaces: read(.namespace), workloads: read(.workload), services: read(.service),
+                           routes: read(.httpRoute), policies: read(.authorizationPolicy) + read(.peerAuthentication),
+                           faultInjections: read(.faultInjection), destinationRules: read(.destinationRule))
     }
 
     func putStatus(node: String, body: [UInt8], credentialNotAfter: Date?) async throws -> APIResponse {
