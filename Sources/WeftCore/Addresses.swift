@@ -156,3 +156,20 @@ extension IPAddress {
         return (ip, port)
     }
 }
+
+/// A Host header (or :authority): `name`, `name:port`, `[v6]` or `[v6]:port`.
+public enum HostHeader {
+    /// Host and port apart; IPv6 literals keep their brackets.
+    public static func split(_ host: String) -> (host: String, port: UInt16?) {
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return (host, nil) }
+            let rest = host[host.index(after: close)...]
+            let port = rest.hasPrefix(":") ? UInt16(rest.dropFirst()) : nil
+            return (String(host[...close]), port)
+        }
+        if let colon = host.lastIndex(of: ":"), host.firstIndex(of: ":") == colon {
+            return (String(host[..<colon]), UInt16(host[host.index(after: colon)...]))
+        }
+        return (host, nil)
+    }
+}

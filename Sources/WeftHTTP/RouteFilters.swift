@@ -31,20 +31,6 @@ public enum RouteFilters {
         return String(s)
     }
 
-    /// Splits a Host header into host and port (IPv6 literals keep their brackets).
-    public static func splitHost(_ host: String) -> (host: String, port: UInt16?) {
-        if host.hasPrefix("[") {
-            guard let close = host.firstIndex(of: "]") else { return (host, nil) }
-            let rest = host[host.index(after: close)...]
-            let port = rest.hasPrefix(":") ? UInt16(rest.dropFirst()) : nil
-            return (String(host[...close]), port)
-        }
-        if let colon = host.lastIndex(of: ":"), host.firstIndex(of: ":") == colon {
-            return (String(host[..<colon]), UInt16(host[host.index(after: colon)...]))
-        }
-        return (host, nil)
-    }
-
     /// The `Location` of a RequestRedirect. Scheme, host, port and path
     /// default to the request's; the port is left out when it is the
     /// scheme's default, and when the scheme changes without a port given
@@ -52,7 +38,7 @@ public enum RouteFilters {
     public static func redirectLocation(_ r: HTTPRouteSpec.Redirect, requestHost: String?, requestPath: String,
                                         query: String?, matchedPrefix: String?) -> String {
         let scheme = r.scheme?.rawValue ?? "http"
-        let (requestHostname, requestPort) = splitHost(requestHost ?? "")
+        let (requestHostname, requestPort) = HostHeader.split(requestHost ?? "")
         let host = r.hostname ?? requestHostname
         var port: UInt16? = r.port
         if port == nil, r.scheme == nil || r.scheme == .http { port = requestPort }
@@ -66,7 +52,7 @@ public enum RouteFilters {
     /// any port, as Envoy and Istio send it, so the mirror can tell copies
     /// from real traffic.
     public static func shadowHost(_ host: String) -> String {
-        let (name, port) = splitHost(host)
+        let (name, port) = HostHeader.split(host)
         return name + "-shadow" + (port.map { ":\($0)" } ?? "")
     }
 

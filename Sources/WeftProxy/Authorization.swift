@@ -124,9 +124,11 @@ final class LiveConnections: Sendable {
 extension NodeProxy {
     /// Checks a connection or request into `context.destination`, counting
     /// and logging the outcome. AUDIT matches are logged, never enforced.
-    func authorize(_ context: AuthorizationContext, http: AuthorizationRequest.HTTP? = nil) -> AuthorizationDecision {
+    /// `http` is only built when the workload has policies.
+    func authorize(_ context: AuthorizationContext, http makeHTTP: @autoclosure () -> AuthorizationRequest.HTTP? = nil) -> AuthorizationDecision {
         let policies = authorization.policies(for: context.destination)
         if policies.isEmpty { return .allowAll }
+        let http = makeHTTP()
         let request = context.request(http: http)
         let decision = policies.evaluate(request)
         let ref = context.destination.ref
@@ -157,7 +159,7 @@ extension NodeProxy {
     /// Hops whose destination (when it is a workload of this node) allows
     /// the connection; the first denial, when every hop was denied by one.
     func authorizedHops(_ hops: [Hop], sourcePrincipal: String?, sourceIP: IPAddress?,
-                        http: AuthorizationRequest.HTTP? = nil) -> (hops: [Hop], denied: AuthorizationDecision?) {
+                        http: @autoclosure () -> AuthorizationRequest.HTTP? = nil) -> (hops: [Hop], denied: AuthorizationDecision?) {
         var kept: [Hop] = []
         var denial: AuthorizationDecision?
         for hop in hops {
@@ -167,7 +169,7 @@ extension NodeProxy {
             }
             let context = AuthorizationContext(destination: d, sourcePrincipal: sourcePrincipal, sourceIP: sourceIP,
                                                destinationIP: hop.target.address, destinationPort: hop.target.port)
-            let decision = authorize(context, http: http)
+            let decision = authorize(context, http: http())
             if decision.allowed { kept.append(hop) } else if denial == nil { denial = decision }
         }
         return (kept, kept.isEmpty ? denial : nil)

@@ -91,7 +91,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         let sourceLabels = proxy.sourceLabels(workload)
         // On this node the source's identity is its cgroup's workload: this
         // proxy is the destination's proxy too, and enforces its policies.
-        let sourcePrincipal = workload.flatMap { proxy.mesh.current.entry($0) }?.identity
+        let sourcePrincipal = planned.sourceIdentity
         if let first = planned.hops.first, let destination = NodeProxy.localMeshedDestination(first),
            proxy.authorization.parsesHTTP(destination, port: first.target.port) {
             // An HTTP port whose policies name HTTP attributes: each request is checked.

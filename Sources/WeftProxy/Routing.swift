@@ -68,6 +68,8 @@ struct Planned: Sendable {
     var traffic: ServiceTraffic?
     /// Endpoints of the Service in all (outlier detection's maxEjectionPercent).
     var endpointCount = 0
+    /// The dialling workload's SPIFFE ID, when the directory knows it.
+    var sourceIdentity: String?
 }
 
 struct Refusal: Error, CustomStringConvertible {
@@ -142,7 +144,8 @@ extension NodeProxy {
         if hops.isEmpty {
             return .failure(Refusal(description: refusals.joined(separator: "; ")))
         }
-        return .success(Planned(hops: hops, service: serviceName, traffic: traffic, endpointCount: endpointCount))
+        return .success(Planned(hops: hops, service: serviceName, traffic: traffic, endpointCount: endpointCount,
+                                sourceIdentity: sourceIdentity))
     }
 
     /// Tries each hop in turn until one connects (a dead node's endpoint is

@@ -8,6 +8,8 @@ public protocol ResourceStore: Sendable {
     func get(_ key: ResourceKey) async throws -> StoredResource?
     /// Resources of a kind (all kinds when nil), in one namespace or all.
     func list(kind: String?, namespace: String?) async throws -> [StoredResource]
+    /// Resources of several kinds, all namespaces, in one read where the store can.
+    func list(kinds: [String]) async throws -> [StoredResource]
     /// Applies every mutation or none. A mutation whose `expectedVersion`
     /// does not match throws `StoreError.conflict` and nothing is written.
     @discardableResult
@@ -20,6 +22,15 @@ public protocol ResourceStore: Sendable {
     /// Returns as soon as the revision is above `revision`, or after `timeout`;
     /// the answer is the revision then. The basis of long-poll watches.
     func waitForRevision(above revision: Int64, timeout: Duration) async throws -> Int64
+}
+
+extension ResourceStore {
+    /// One read per kind.
+    public func list(kinds: [String]) async throws -> [StoredResource] {
+        var out: [StoredResource] = []
+        for kind in kinds { out += try await list(kind: kind, namespace: nil) }
+        return out.sorted { $0.key < $1.key }
+    }
 }
 
 public struct ResourceKey: Hashable, Sendable, Comparable, CustomStringConvertible {

@@ -79,6 +79,16 @@ public final class SQLiteStore: ResourceStore {
         }
     }
 
+    /// One query for every kind asked.
+    public func list(kinds: [String]) async throws -> [StoredResource] {
+        guard !kinds.isEmpty else { return [] }
+        return try await db.read { db in
+            let marks = Array(repeating: "?", count: kinds.count).joined(separator: ", ")
+            return try Row.fetchAll(db, sql: "SELECT * FROM resources WHERE kind IN (\(marks)) ORDER BY kind, namespace, name",
+                                    arguments: StatementArguments(kinds)).map(Self.row)
+        }
+    }
+
     @discardableResult
     public func commit(_ mutations: [Mutation]) async throws -> CommitResult {
         let retained = retainedChanges

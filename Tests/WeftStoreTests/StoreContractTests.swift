@@ -117,6 +117,11 @@ import WeftEtcdTesting
         #expect(try await store.list(kind: "Service", namespace: nil).count == 2)
         #expect(try await store.list(kind: "Service", namespace: "shop").map(\.key) == [svc])
         #expect(try await store.list(kind: nil, namespace: nil).count == 3)
+        // Several kinds at once: every one asked, in key order, nothing else.
+        try await store.commit([.put(ResourceKey(kind: "_Node", name: "n1"), body: "{}")])
+        let both = try await store.list(kinds: ["Service", shop.kind])
+        #expect(both.map(\.key) == [shop, ResourceKey(kind: "Service", namespace: "lab", name: "x"), svc].sorted())
+        #expect(try await store.list(kinds: []).isEmpty)
     }
 
     @Test(arguments: backends)

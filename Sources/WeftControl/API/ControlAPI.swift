@@ -374,11 +374,10 @@ final class ControlAPI: Sendable {
     }
 
     private func loadView(version: Int64) async throws -> ClusterView {
-        // One read of the store for every kind: each read is a hop to the
-        // store's queue, and a long poll waits for all of them.
+        // One read of the store for every kind (SQLite: one query): each read
+        // is a hop to the store's queue, and a long poll waits for all of them.
         var byKind: [ResourceKind: [Resource]] = [:]
-        for row in try await store.list(kind: nil, namespace: nil) {
-            // Node records, tokens and the like are not resources.
+        for row in try await store.list(kinds: ResourceKind.allCases.map(\.rawValue)) {
             guard let kind = ResourceKind(rawValue: row.key.kind) else { continue }
             do {
                 byKind[kind, default: []].append(try row.decodedResource())

@@ -202,7 +202,7 @@ extension AuthorizationPolicySpec.Operation {
         // Hosts compare without case, as DNS names do; the port is ignored
         // when the value has none.
         let host = (http.host ?? "").lowercased()
-        let hostNoPort = Self.stripPort(host)
+        let hostNoPort = HostHeader.split(host).host
         func hostMatches(_ m: IstioStringMatch) -> Bool {
             let lowered = m.lowercased
             return lowered.matches(host) || lowered.matches(hostNoPort)
@@ -214,15 +214,6 @@ extension AuthorizationPolicySpec.Operation {
         if !paths.isEmpty, !paths.contains(where: { $0.matches(http.path) }) { return false }
         if notPaths.contains(where: { $0.matches(http.path) }) { return false }
         return true
-    }
-
-    static func stripPort(_ host: String) -> String {
-        if host.hasPrefix("[") {
-            if let close = host.firstIndex(of: "]") { return String(host[...close]) }
-            return host
-        }
-        if let colon = host.lastIndex(of: ":"), host.firstIndex(of: ":") == colon { return String(host[..<colon]) }
-        return host
     }
 }
 

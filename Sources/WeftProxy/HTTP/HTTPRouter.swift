@@ -63,7 +63,11 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         var target: PathNormalization.Target?
         var backend: OriginalDestination?
         var workload: WorkloadRef?
-        var authorizationHTTP: AuthorizationRequest.HTTP?
+        /// The request's headers as received (for its authorization, built only when a policy needs it).
+        var requestHeaders: [(name: String, value: String)] = []
+        var authorizationHTTP: AuthorizationRequest.HTTP {
+            AuthorizationRequest.HTTP(method: method, path: path, host: authority, headers: requestHeaders)
+        }
         var retry = RetryPolicy.none
         var attempt = 0
         var retries = 0
@@ -411,8 +415,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.backend = OriginalDestination(address: vip, port: backend.backend.port, socketFamily: vip.isIPv4 ? 2 : 10,
                                                pid: 0, cgroupID: 0, netnsCookie: 0)
         exchange.workload = workload
-        exchange.authorizationHTTP = AuthorizationRequest.HTTP(method: head.method.rawValue, path: target.path,
-                                                               host: exchange.authority, headers: headers)
+        exchange.requestHeaders = headers
         exchange.retry = RetryPolicy(selected.rule.retry)
         exchange.policy = proxy.trafficPolicies.service("\(backendNamespace)/\(backend.backend.name)")
         exchange.hashKey = Self.hashKey(policy: exchange.policy, headers: headers)
@@ -491,9 +494,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let tried = planned.hops.map(\.target.description)
         // A backend on this node: this proxy is its destination proxy and
         // checks its policies, with the request as it will be forwarded.
-        let directory = self.proxy.mesh.current
-        let principal = exchange.workload.flatMap { directory.entry($0) }?.identity
-        let authorized = self.proxy.authorizedHops(hops, sourcePrincipal: principal, sourceIP: nil, http: exchange.authorizationHTTP)
+        let authorized = self.proxy.authorizedHops(hops, sourcePrincipal: planned.sourceIdentity, sourceIP: nil,
+                                                   http: exchange.authorizationHTTP)
         if authorized.hops.isEmpty {
             return reply(exchange, .forbidden, flag: nil, body: RBAC.deniedBody, close: false)
         }
@@ -649,8 +651,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let headers = proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1")
         for target in targets {
             guard case .success(let planned) = proxy.plan(target, source: exchange.workload) else { continue }
-            let principal = exchange.workload.flatMap { proxy.mesh.current.entry($0) }?.identity
-            let hops = proxy.authorizedHops(planned.hops, sourcePrincipal: principal, sourceIP: nil, http: exchange.authorizationHTTP).hops
+            let hops = proxy.authorizedHops(planned.hops, sourcePrincipal: planned.sourceIdentity, sourceIP: nil,
+                                            http: exchange.authorizationHTTP).hops
             guard !hops.isEmpty else { continue }
             proxy.stats.httpMirrored.add(1, ordering: .relaxed)
             proxy.connectFirst(hops[...], netns: netns, connectHeaders: hops.contains(where: \.isTunnel) ? headers : [],
