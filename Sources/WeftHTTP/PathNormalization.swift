@@ -31,14 +31,20 @@ public enum PathNormalization {
         init(_ d: String) { description = d }
     }
 
-    static let unreserved: Set<UInt8> = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8))
+    static let unreserved = ByteClass("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
     /// RFC 3986 pchar plus '/' and '%': anything else in a path is refused.
-    static let allowedInPath: Set<UInt8> = unreserved.union(Array("!$&'()*+,;=:@/%".utf8))
+    static let allowedInPath = unreserved.union("!$&'()*+,;=:@/%")
     static let hex = Array("0123456789ABCDEF".utf8)
 
     /// Normalises an origin-form (`/p?q`), absolute-form (`http://h/p?q`) or
     /// asterisk-form (`*`) request target.
     public static func normalize(_ target: String, options: Options = Options()) throws(Refusal) -> Target {
+        try normalize(target, options: options, shortcut: true)
+    }
+
+    /// `shortcut`: a path already in the one form is returned as it is (tests
+    /// compare it with the long way).
+    static func normalize(_ target: String, options: Options, shortcut: Bool) throws(Refusal) -> Target {
         if target == "*" { return Target(path: "*", query: nil) }
         var rest = Substring(target)
         if !rest.hasPrefix("/") {
@@ -63,6 +69,7 @@ public enum PathNormalization {
                 throw Refusal("the query holds a control, space, '#' or non-ASCII byte")
             }
         }
+        if shortcut, isCanonical(rawPath.utf8) { return Target(path: String(rawPath), query: query) }
         // Decode %XX of unreserved characters; keep other escapes, upper-cased.
         let bytes = Array(rawPath.utf8)
         var decoded: [UInt8] = []
@@ -100,6 +107,26 @@ public enum PathNormalization {
         path = removeDotSegments(path)
         if path.isEmpty { path = "/" }
         return Target(path: path, query: query)
+    }
+
+    /// Already in the one form (the common case): allowed bytes only, no
+    /// escape, no empty, "." or ".." segment. Such a path normalises to itself.
+    static func isCanonical(_ path: Substring.UTF8View) -> Bool {
+        var previous: UInt8 = 0
+        var dots = 0   // dots since the last '/', or -1 once the segment has another byte
+        for b in path {
+            guard allowedInPath.contains(b), b != UInt8(ascii: "%") else { return false }
+            if b == UInt8(ascii: "/") {
+                if previous == UInt8(ascii: "/") || dots > 0 { return false }
+                dots = 0
+            } else if b == UInt8(ascii: "."), dots >= 0 {
+                dots += 1
+            } else {
+                dots = -1
+            }
+            previous = b
+        }
+        return previous != 0 && dots <= 0
     }
 
     static func hexValue(_ c: UInt8) -> UInt8? {

@@ -177,6 +177,8 @@ public struct CompiledRoutes: Sendable {
         -> HTTPRouteSpec.BackendRef? {
         let total = rule.backendRefs.reduce(0) { $0 + max(0, $1.weight) }
         guard total > 0 else { return nil }
+        // One backend (the common case): nothing to draw (a draw is a getrandom call).
+        if rule.backendRefs.count == 1 { return rule.backendRefs[0] }
         var r = roll(total)
         for b in rule.backendRefs where b.weight > 0 {
             if r < b.weight { return b }

@@ -1,6 +1,7 @@
 import Glibc
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import WeftCore
 
@@ -58,14 +59,37 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             return
         }
         if let routed = proxy.httpRoutes.routes(for: original.address, port: original.port) {
-            // An HTTPRoute attaches to this Service port: HTTP/1.1, routed per request.
+            // An HTTPRoute attaches to this Service port: HTTP/1.1 or HTTP/2 (as the
+            // first bytes say), routed per request.
+            let proxy = self.proxy, netns = self.netns
             do {
                 let ops = context.pipeline.syncOperations
-                try ops.addHandlers([
-                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
-                    HTTPResponseEncoder(),
-                    HTTPRouter(proxy: proxy, netns: netns, role: .source(service: routed, workload: workload)),
-                ])
+                try ops.addHandler(HTTPVersionSniffer { context, version in
+                    let ops = context.pipeline.syncOperations
+                    switch version {
+                    case .http1:
+                        try ops.addHandlers([
+                            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
+                            HTTPResponseEncoder(),
+                            HTTPRouter(proxy: proxy, netns: netns, role: .source(service: routed, workload: workload)),
+                        ])
+                    case .http2:
+                        // One router per stream; their upstreams are shared, and closed with the connection.
+                        let upstreams = UpstreamCache(maxEndpoints: 8, maxPerEndpoint: 16)
+                        let channel = context.channel
+                        let bound = NIOLoopBound(upstreams, eventLoop: channel.eventLoop)
+                        channel.closeFuture.whenComplete { _ in bound.value.closeAll() }
+                        _ = try ops.configureHTTP2Pipeline(mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()) { stream in
+                            stream.eventLoop.makeCompletedFuture {
+                                try stream.pipeline.syncOperations.addHandlers([
+                                    HTTP2FramePayloadToHTTP1ServerCodec(),
+                                    HTTPRouter(proxy: proxy, netns: netns, role: .source(service: routed, workload: workload),
+                                               sharedUpstreams: bound.value),
+                                ])
+                            }
+                        }
+                    }
+                })
                 ops.removeHandler(context: context, promise: nil)
                 channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
             } catch {
@@ -101,7 +125,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             do {
                 let ops = context.pipeline.syncOperations
                 try ops.addHandlers([
-                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
                     HTTPResponseEncoder(),
                     HTTPRouter(proxy: proxy, netns: netns,
                                role: .destination(target: first.target, traffic: [traffic, traffic.reported(by: .destination)],

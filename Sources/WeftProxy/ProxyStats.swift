@@ -29,6 +29,8 @@ public final class ProxyStats: Sendable {
     /// HTTP retries made (HTTPRoute retry), and requests mirrored.
     public let httpRetries = Atomic<Int>(0)
     public let httpMirrored = Atomic<Int>(0)
+    /// WebSocket upgrades the backend accepted (the connections became a byte relay).
+    public let httpUpgrades = Atomic<Int>(0)
     /// Requests or connections refused by a Service's circuit breaker (Envoy's UO).
     public let circuitBreakerOverflow = Atomic<Int>(0)
     private let byWorkload = Mutex<[WorkloadRef: Int]>([:])
@@ -114,6 +116,7 @@ public final class ProxyStats: Sendable {
         public var httpNoRoute: Int
         public var httpRetries: Int
         public var httpMirrored: Int
+        public var httpUpgrades: Int
         public var circuitBreakerOverflow: Int
         public var identities: [IdentityPair]
         public var authorization: [AuthorizationCount]
@@ -144,6 +147,7 @@ public final class ProxyStats: Sendable {
             httpNoRoute: httpNoRoute.load(ordering: .relaxed),
             httpRetries: httpRetries.load(ordering: .relaxed),
             httpMirrored: httpMirrored.load(ordering: .relaxed),
+            httpUpgrades: httpUpgrades.load(ordering: .relaxed),
             circuitBreakerOverflow: circuitBreakerOverflow.load(ordering: .relaxed),
             identities: pairs.withLock { p in
                 p.map { IdentityPair(direction: $0.key.direction, path: $0.key.path, source: $0.key.source,

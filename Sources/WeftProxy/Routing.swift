@@ -92,8 +92,7 @@ extension NodeProxy {
             traffic = trafficPolicies.service(service.service)
             endpointCount = service.endpoints.count
             if let traffic { service.endpoints = traffic.order(service.endpoints, hashKey: hashKey) }
-            let parts = service.service.split(separator: "/", maxSplits: 1).map(String.init)
-            if parts.count == 2 { serviceName = (parts[0], parts[1]) }
+            serviceName = (service.namespace, service.name)
             if service.endpoints.isEmpty {
                 stats.noHealthyEndpoint.add(1, ordering: .relaxed)
                 return .failure(Refusal(description: "service \(service.service) has no endpoints"))
@@ -102,9 +101,7 @@ extension NodeProxy {
                 var t = original
                 t.address = e.address
                 t.port = e.port
-                let ns = service.service.split(separator: "/").first.map(String.init) ?? ""
-                if let ref = try? WorkloadRef(namespace: NamespaceName(ns), name: WorkloadName(e.workload)),
-                   let entry = directory.entry(ref) {
+                if let ref = e.ref, let entry = directory.entry(ref) {
                     targets.append((t, .workload(entry)))
                 } else {
                     targets.append((t, directory.lookup(e.address, port: e.port)))

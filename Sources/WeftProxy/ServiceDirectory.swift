@@ -16,10 +16,13 @@ public final class ServiceDirectory: Sendable {
 
     /// The endpoints to try for a destination, in order, when it is a
     /// service's virtual IP and port; nil when it is not a service.
-    func endpoints(for address: IPAddress, port: UInt16) -> (service: String, endpoints: [ServiceTable.Endpoint])? {
-        guard let entry = table.withLock({ $0.lookup(address, port: port) }) else { return nil }
-        guard !entry.endpoints.isEmpty else { return (entry.service, []) }
-        let start = next.add(1, ordering: .relaxed).newValue % entry.endpoints.count
-        return (entry.service, Array(entry.endpoints[start...] + entry.endpoints[..<start]))
+    func endpoints(for address: IPAddress, port: UInt16) -> (service: String, namespace: String, name: String,
+                                                             endpoints: [ServiceTable.Endpoint])? {
+        guard var entry = table.withLock({ $0.lookup(address, port: port) }) else { return nil }
+        if entry.endpoints.count > 1 {
+            let start = next.add(1, ordering: .relaxed).newValue % entry.endpoints.count
+            if start > 0 { entry.endpoints = Array(entry.endpoints[start...] + entry.endpoints[..<start]) }
+        }
+        return (entry.service, entry.namespace, entry.name, entry.endpoints)
     }
 }

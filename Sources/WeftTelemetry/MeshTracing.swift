@@ -187,7 +187,12 @@ public final class MeshTracing: Sendable {
 
     /// The trace id of a traceparent header value, for access logs.
     public static func traceID(_ headers: HeaderList) -> String? {
-        guard let tp = value("traceparent", headers) else { return nil }
+        traceID(traceparent: value("traceparent", headers))
+    }
+
+    /// The trace id of a W3C `traceparent` value, if it has one.
+    public static func traceID(traceparent tp: String?) -> String? {
+        guard let tp else { return nil }
         let parts = tp.split(separator: "-")
         return parts.count == 4 ? String(parts[1]) : nil
     }

@@ -53,6 +53,34 @@ import Testing
             #expect(!once.path.contains("/../") && !once.path.hasSuffix("/..") && !once.path.contains("//"))
         }
     }
+
+    @Test func theShortcutForPathsAlreadyInFormAgreesWithTheLongWay() throws {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("/./.a/b%2e?~-".utf8)
+        var shortcuts = 0
+        for _ in 0..<20_000 {
+            let bytes = (0..<Int.random(in: 0...16, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            let raw = "/" + String(decoding: bytes, as: UTF8.self)
+            let long = Result { () throws(PathNormalization.Refusal) in try PathNormalization.normalize(raw, options: .init(), shortcut: false) }
+            let short = Result { () throws(PathNormalization.Refusal) in try PathNormalization.normalize(raw) }
+            switch (short, long) {
+            case (.success(let a), .success(let b)): #expect(a == b, "\(raw)")
+            case (.failure(let a), .failure(let b)): #expect(a == b, "\(raw)")
+            default: Issue.record("\(raw): \(short) but the long way gives \(long)")
+            }
+            if PathNormalization.isCanonical(Substring(raw.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]).utf8) {
+                shortcuts += 1
+            }
+        }
+        #expect(shortcuts > 100)
+        // Dot segments, empty segments and escapes never take the shortcut.
+        for raw in ["/a/./b", "/a/../b", "/a//b", "/a/.", "/a/..", "/%61", "/.", "/.."] {
+            #expect(!PathNormalization.isCanonical(Substring(raw).utf8), "\(raw)")
+        }
+        for raw in ["/", "/a", "/a/", "/a.b/..c/x", "/.well-known/x"] {
+            #expect(PathNormalization.isCanonical(Substring(raw).utf8), "\(raw)")
+        }
+    }
 }
 
 @Suite struct HeaderValidationBehaviour {
@@ -95,5 +123,25 @@ import Testing
             ("TE", "trailers"), ("Upgrade", "h2c"), ("X-Request-Id", "1"),
         ])
         #expect(kept.map(\.name) == ["Host", "X-Request-Id"])
+        // The usual Connection values name nothing else; mixed case is still hop-by-hop.
+        #expect(HeaderValidation.forwardable([("CONNECTION", "Keep-Alive"), ("Keep-alive", "5"), ("Close", "x")]).map(\.name) == ["Close"])
+        #expect(HeaderValidation.forwardable([("Connection", " close ,  X-A "), ("x-a", "1"), ("x-b", "2")]).map(\.name) == ["x-b"])
+    }
+
+    @Test func requestIDsAreVersion4UUIDsAndDoNotRepeat() {
+        var ids = RequestIDGenerator()
+        var seen = Set<String>()
+        let uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+        for _ in 0..<10_000 {
+            let id = ids.generate()
+            #expect(id.wholeMatch(of: uuid) != nil, "\(id)")
+            seen.insert(id)
+        }
+        #expect(seen.count == 10_000)
+        // Each connection's generator is seeded on its own: two never start on the same id.
+        var a = RequestIDGenerator(), b = RequestIDGenerator()
+        #expect(a.generate() != b.generate())
+        var c = RequestIDGenerator(seed: 7), d = RequestIDGenerator(seed: 7)
+        #expect(c.generate() == d.generate())
     }
 }

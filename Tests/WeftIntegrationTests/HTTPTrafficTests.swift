@@ -343,6 +343,30 @@ struct HTTPTrafficTests {
             let whole = try await Self.requests(n[0], from: frontend, base + "/old")
             #expect(whole.echo()?.path == "/new", "ReplacePrefixMatch of the whole path /old → /new: \(whole)")
 
+            // Expect: 100-continue: the backend's 100 Continue comes back through both proxies, and
+            // only then does curl send the body (it would wait 15 s for a 100 that never came).
+            let upload = String(repeating: "u", count: 2048)
+            let expect100 = try await n[0].run(["curl", "-sv", "--expect100-timeout", "15", "-H", "Expect: 100-continue",
+                                                "--data-binary", upload, "-w", "\n%{http_code} %{time_total}", base + "/upload"],
+                                               in: frontend, timeout: 40)
+            let outcome = expect100.stdout.split(separator: "\n").last?.split(separator: " ").map(String.init) ?? []
+            #expect(expect100.stderr.contains("HTTP/1.1 100 Continue"), "no 100 Continue reached the client: \(expect100)")
+            #expect(outcome.first == "200" && (outcome.last.flatMap(Double.init) ?? 99) < 10 && expect100.stdout.contains(upload),
+                    "the body must follow the 100 and reach the backend whole: \(expect100)")
+
+            // WebSocket: the upgrade is routed like any request, then both proxies relay the frames.
+            // The first message rides in the same write as the upgrade request, before any 101.
+            let upgradesBefore = try await n[0].proxyCounter("httpUpgrades")
+            let ws = try await n[0].run([TestEnvironment.python, TestEnvironment.netprobe, "websocket", "--url", base + "/ws",
+                                         "--messages", "5"], in: frontend, timeout: 40)
+            let wsLine = ws.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            let wsResult = try JSONSerialization.jsonObject(with: Data(wsLine.utf8)) as? [String: Any] ?? [:]
+            #expect(wsResult["status"] as? Int == 101 && wsResult["accept_ok"] as? Bool == true, "the upgrade: \(ws)")
+            #expect(wsResult["echoed"] as? [String] == (0..<5).map { "v1:m\($0)" }, "every message echoed in order: \(ws)")
+            #expect(wsResult["closed_cleanly"] as? Bool == true, "the close handshake: \(ws)")
+            let upgradesAfter = try await n[0].proxyCounter("httpUpgrades")
+            #expect(upgradesAfter == upgradesBefore + 1, "the source proxy switched one routed request: \(upgradesBefore) → \(upgradesAfter)")
+
             // 90/10 over 10,000 requests, four keep-alive connections, routed per request.
             let split = try await Self.requests(n[0], from: frontend, base + "/split/items", count: 10_000,
                                                 ["--keep-alive", "--workers", "4", "--timing",

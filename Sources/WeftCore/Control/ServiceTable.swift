@@ -7,12 +7,15 @@ public struct ServiceTable: Sendable, Equatable {
         public var port: UInt16
         public var node: String
         public var workload: String
+        /// The workload, validated once when the table is built (not per connection).
+        public var ref: WorkloadRef?
 
-        public init(address: IPAddress, port: UInt16, node: String, workload: String) {
+        public init(address: IPAddress, port: UInt16, node: String, workload: String, namespace: String? = nil) {
             self.address = address
             self.port = port
             self.node = node
             self.workload = workload
+            self.ref = namespace.flatMap { try? WorkloadRef(namespace: NamespaceName($0), name: WorkloadName(workload)) }
         }
 
         public var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
@@ -31,6 +34,8 @@ public struct ServiceTable: Sendable, Equatable {
         /// `namespace/name`.
         public var service: String
         public var endpoints: [Endpoint]
+        public var namespace: String
+        public var name: String
     }
 
     public private(set) var entries: [Key: Entry] = [:]
@@ -50,11 +55,12 @@ public struct ServiceTable: Sendable, Equatable {
                 for e in svc.endpoints {
                     for a in e.addresses {
                         if let ip = IPAddress(a) {
-                            endpoints.append(Endpoint(address: ip, port: target, node: e.node, workload: e.workload))
+                            endpoints.append(Endpoint(address: ip, port: target, node: e.node, workload: e.workload, namespace: svc.namespace))
                         }
                     }
                 }
-                entries[Key(address: vip, port: port)] = Entry(service: "\(svc.namespace)/\(svc.name)", endpoints: endpoints)
+                entries[Key(address: vip, port: port)] = Entry(service: "\(svc.namespace)/\(svc.name)", endpoints: endpoints,
+                                                                 namespace: svc.namespace, name: svc.name)
             }
         }
     }

@@ -25,6 +25,8 @@ public final class HTTPRouteTable: Sendable {
         var faults: [String: FaultInjectionSpec] = [:]
         /// A workload's first address, by `namespace/name`: its x-forwarded-for.
         var addressByWorkload: [String: String] = [:]
+        /// Ports this node's workloads declare `http2` or `grpc`: the proxy speaks HTTP/2 to them.
+        var http2Ports: [WorkloadRef: Set<UInt16>] = [:]
     }
 
     private let state = Mutex(State())
@@ -43,6 +45,11 @@ public final class HTTPRouteTable: Sendable {
         for p in snapshot.peers ?? [] {
             if let a = p.addresses.first { s.addressByWorkload["\(p.namespace)/\(p.name)"] = a }
         }
+        for w in snapshot.workloads {
+            let ports = w.ports.filter { Self.http2Protocols.contains($0.protocol_.lowercased()) }.compactMap { UInt16(exactly: $0.port) }
+            guard !ports.isEmpty, let ns = try? NamespaceName(w.namespace), let name = try? WorkloadName(w.name) else { continue }
+            s.http2Ports[WorkloadRef(namespace: ns, name: name)] = Set(ports)
+        }
         for svc in snapshot.services {
             guard let vip = IPAddress(svc.virtualIP) else { continue }
             s.vipByName["\(svc.namespace)/\(svc.name)"] = vip
@@ -58,7 +65,14 @@ public final class HTTPRouteTable: Sendable {
                     }
                 }
                 guard let port = UInt16(exactly: p.port) else { continue }
-                let compiled = CompiledRoutes(routes: routes, namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
+                var compiled = CompiledRoutes(routes: routes, namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
+                if compiled.isEmpty, Self.l7Protocols.contains(p.protocol_.lowercased()) {
+                    // A port declared HTTP, HTTP/2 or gRPC is handled at L7 without a route too
+                    // (requests reported, retried by none, HTTP/2 and gRPC understood), as if a
+                    // route sent every request to the Service itself. Istio treats declared ports so.
+                    compiled = CompiledRoutes(routes: [Self.implicitRoute(namespace: svc.namespace, service: svc.name, port: port)],
+                                              namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
+                }
                 if !compiled.isEmpty {
                     s.byVIP[ServiceTable.Key(address: vip, port: port)] = Port(namespace: svc.namespace, service: svc.name,
                                                                              port: port, routes: compiled)
@@ -82,6 +96,21 @@ public final class HTTPRouteTable: Sendable {
 
     func address(of workload: WorkloadRef) -> String? {
         state.withLock { $0.addressByWorkload["\(workload.namespace.rawValue)/\(workload.name.rawValue)"] }
+    }
+
+    static let http2Protocols: Set<String> = ["http2", "grpc"]
+    static let l7Protocols: Set<String> = ["http", "http2", "grpc"]
+
+    /// The route a declared HTTP port without an HTTPRoute gets: everything to the Service.
+    static func implicitRoute(namespace: String, service: String, port: UInt16) -> RouteSource {
+        let backend = HTTPRouteSpec.BackendRef(backend: .init(name: service, port: port))
+        return RouteSource(namespace: namespace, name: "\(service)-\(port)-default", creationTimestamp: "",
+                           spec: HTTPRouteSpec(parentRefs: [.init(name: service, port: port)],
+                                               rules: [HTTPRouteSpec.Rule(backendRefs: [backend])]))
+    }
+
+    func speaksHTTP2(_ workload: WorkloadRef, port: UInt16) -> Bool {
+        state.withLock { $0.http2Ports[workload]?.contains(port) == true }
     }
 
     func virtualIP(namespace: String, service: String) -> IPAddress? {

@@ -44,11 +44,25 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private var current: Exchange?
     private var context: ChannelHandlerContext?
     private var readPending = false
+    /// Between a read's first part and its end (channelReadComplete): what is
+    /// written upstream meanwhile goes out in one flush, not one per part.
+    private var inReadCycle = false
+    private var pendingFlush: (any Channel)?
+    private var requestIDs = RequestIDGenerator()
 
     /// One request in flight.
     private final class Exchange {
         var keepAlive: Bool
         var requestEnded = false
+        /// `Expect: 100-continue`: the client waits for a 100 before it sends the body.
+        var expectsContinue = false
+        /// A 1xx (not 101) was relayed; its end, if the decoder reports one, is not the response's.
+        var informationalPending = false
+        /// A WebSocket upgrade request (`Connection: upgrade`, `Upgrade: websocket`): the
+        /// `Upgrade` value it is forwarded with.
+        var upgrade: String?
+        /// The backend answered the upgrade with 101: the connections become a byte relay.
+        var switching = false
         /// Body parts that arrived before the upstream was ready.
         var buffered: [HTTPServerRequestPart] = []
         var upstream: (any Channel)?
@@ -93,10 +107,18 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         var inFlightAt: String?
         // Upstream reuse (keep-alive towards the backend, per client connection).
         var relay: UpstreamResponseRelay?
-        var upstreamKey: String?
+        var upstreamKey: UpstreamKey?
         var reusedUpstream = false
         var freshUpstream = false
         var upstreamKeepAlive = false
+        /// The upstream is a stream of an HTTP/2 connection to the backend.
+        var upstreamIsH2Stream = false
+        /// A gRPC Trailers-Only answer's fields, sent as trailers with the end.
+        var heldTrailers: HTTPHeaders?
+        /// gRPC's status (istio_requests_total's grpc_response_status).
+        var grpcStatus: String?
+        /// `content-type: application/grpc…`: reported with request_protocol grpc.
+        var isGRPC = false
         var uses = 0
         /// Destination role: the workload this exchange goes to.
         var destinationTarget: OriginalDestination?
@@ -122,16 +144,28 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         /// One per reporter this proxy is (source; destination too on one node).
         var traffic: [TrafficLabels] = []
         var spans: [MeshTracing.RequestSpan] = []
-        var upstreamHost: String?
+        /// Where the request went (the access log's upstream_host; made a string only when logged).
+        var upstreamTarget: OriginalDestination?
         var reported = false
 
         init(keepAlive: Bool) { self.keepAlive = keepAlive }
     }
 
-    init(proxy: NodeProxy, netns: NetworkNamespace, role: Role) {
+    /// Upstreams this client's requests may reuse; shared by the streams of
+    /// an HTTP/2 client connection, which closes them when it closes.
+    private let upstreams: UpstreamCache
+    private let ownsUpstreams: Bool
+    /// The client's side is an HTTP/2 stream (one request; it ends itself
+    /// once both sides sent END_STREAM), not a connection.
+    private let downstreamIsStream: Bool
+
+    init(proxy: NodeProxy, netns: NetworkNamespace, role: Role, sharedUpstreams: UpstreamCache? = nil) {
         self.proxy = proxy
         self.netns = netns
         self.role = role
+        self.upstreams = sharedUpstreams ?? UpstreamCache()
+        self.ownsUpstreams = sharedUpstreams == nil
+        self.downstreamIsStream = sharedUpstreams != nil
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -147,6 +181,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: requests
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        inReadCycle = true
         let part = unwrapInboundIn(data)
         if let current, !current.requestEnded {
             continueRequest(part, current)
@@ -156,10 +191,29 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Holds reads while a finished request waits for its response, so a
-    /// pipelining client cannot make the proxy buffer without bound.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        inReadCycle = false
+        if let upstream = pendingFlush {
+            pendingFlush = nil
+            upstream.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    /// Sends what was written to `upstream`: at the end of the client's read
+    /// when inside one (a request's head and end in one write), else now.
+    private func flushUpstream(_ upstream: any Channel) {
+        guard inReadCycle else { return upstream.flush() }
+        if let other = pendingFlush, other !== upstream { other.flush() }
+        pendingFlush = upstream
+    }
+
+    /// Holds reads while requests a pipelining client sent ahead wait for
+    /// the one in flight, so it cannot make the proxy buffer without bound.
+    /// A client that waits for each response is read on: holding its reads
+    /// would cost two epoll_ctl calls per request.
     func read(context: ChannelHandlerContext) {
-        if let current, current.requestEnded {
+        if let current, current.requestEnded, !queued.isEmpty {
             readPending = true
         } else {
             context.read()
@@ -199,14 +253,16 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         if let upstream = exchange.upstream {
-            upstream.writeAndFlush(Self.clientPart(part), promise: nil)
+            upstream.write(Self.clientPart(part), promise: nil)
+            flushUpstream(upstream)
         } else {
             exchange.buffered.append(part)
         }
     }
 
     private func start(_ head: HTTPRequestHead) {
-        let exchange = Exchange(keepAlive: head.isKeepAlive)
+        // An HTTP/2 stream carries one request and ends itself; a connection lives on unless told otherwise.
+        let exchange = Exchange(keepAlive: downstreamIsStream || head.isKeepAlive)
         current = exchange
         exchange.method = head.method.rawValue
         exchange.path = head.uri
@@ -214,6 +270,17 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let headers = head.headers.map { (name: $0.name, value: $0.value) }
         exchange.authority = head.headers.first(name: "host")
         exchange.requestID = head.headers.first(name: "x-request-id")
+        exchange.expectsContinue = head.headers.first(name: "expect")?.equalsIgnoringASCIICase("100-continue") == true
+        exchange.isGRPC = head.headers.first(name: "content-type")?.hasPrefix("application/grpc") == true
+        if !downstreamIsStream, let upgrade = head.headers.first(name: "upgrade"),
+           head.headers[canonicalForm: "connection"].contains(where: { String($0).equalsIgnoringASCIICase("upgrade") }) {
+            // The request decoder stops at an upgrade request: whatever the answer,
+            // this connection carries no further HTTP request.
+            exchange.keepAlive = false
+            // WebSocket is passed through, as Istio configures Envoy to (upgrade_configs:
+            // websocket); another protocol (h2c, say) reaches the backend as a plain request.
+            if upgrade.equalsIgnoringASCIICase("websocket"), head.method == .GET { exchange.upgrade = upgrade }
+        }
         if case .destination(_, let traffic, _) = role { exchange.traffic = traffic }
         do {
             try HeaderValidation.check(headers)
@@ -254,17 +321,18 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private func startAtDestination(_ head: HTTPRequestHead, headers: [(name: String, value: String)],
                                     target: PathNormalization.Target, destination: OriginalDestination,
                                     _ exchange: Exchange) {
-        var out = HeaderValidation.forwardable(headers)
+        var out = Self.forwardable(head.headers)
         if let tracing = proxy.telemetry.tracing, let traffic = exchange.traffic.first {
-            let span = tracing.start("\(traffic.service.host):\(destination.port)/*", kind: .server, headers: &out)
+            var list = out.map { (name: $0.name, value: $0.value) }
+            let span = tracing.start("\(traffic.service.host):\(destination.port)/*", kind: .server, headers: &list)
             describe(span, exchange, traffic: traffic, target: target)
             exchange.spans.append(span)
+            out = HTTPHeaders(list.map { ($0.name, $0.value) })
         }
-        exchange.traceID = MeshTracing.traceID(out)
-        var forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: target.requestTarget,
-                                        headers: HTTPHeaders(out.map { ($0.name, $0.value) }))
-        forwarded.headers.remove(name: "connection")
-        exchange.upstreamHost = destination.description
+        exchange.traceID = MeshTracing.traceID(traceparent: out.first(name: "traceparent"))
+        Self.restoreUpgrade(&out, exchange)
+        let forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: target.requestTarget, headers: out)
+        exchange.upstreamTarget = destination
         exchange.attempt = 1
         exchange.forwarded = forwarded
         exchange.destinationTarget = destination
@@ -275,13 +343,18 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// this client's previous request left open, or a new one.
     private func connectAtDestination(_ destination: OriginalDestination, _ exchange: Exchange) {
         guard let context, let forwarded = exchange.forwarded else { return }
-        let key = "tcp \(destination)"
+        let key = UpstreamKey(address: destination.address, port: destination.port, tunnelIdentity: nil)
         if !exchange.freshUpstream, let kept = takeIdle(key) {
             return attach(kept.channel, exchange: exchange, head: forwarded, key: key, reusing: kept)
         }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let stats = proxy.stats
-        proxy.connectUpstream(to: destination, netns: netns, on: context.eventLoop).whenComplete { result in
+        var h2: (stream: EventLoopFuture<any Channel>, hop: Hop)?
+        if case .workload(let entry) = proxy.mesh.current.lookup(destination.address, port: destination.port) {
+            h2 = h2Stream(for: .direct(destination, destination: entry, sourceIdentity: nil), on: context.eventLoop)
+        }
+        let connecting = h2?.stream ?? proxy.connectUpstream(to: destination, netns: netns, on: context.eventLoop)
+        connecting.whenComplete { result in
             let router = loopBound.value
             guard router.current === exchange, !exchange.answered else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
@@ -292,6 +365,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 stats.upstreamConnectFailures.add(1, ordering: .relaxed)
                 router.reply(exchange, .serviceUnavailable, flag: "UF", body: "upstream connect failure\n", close: false)
             case .success(let upstream):
+                exchange.upstreamIsH2Stream = h2 != nil
                 router.attach(upstream, exchange: exchange, head: forwarded, key: key)
             }
         }
@@ -380,14 +454,18 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.flags.append("DI")
         }
 
-        var out = HTTPHeaders(HeaderValidation.forwardable(headers).map { ($0.name, $0.value) })
+        var out = Self.forwardable(head.headers)
         for m in requestModifiers { Self.apply(m, to: &out) }
-        if !out.contains(name: "x-request-id") { out.add(name: "x-request-id", value: Self.requestID()) }
+        if !out.contains(name: "x-request-id") { out.add(name: "x-request-id", value: requestIDs.generate()) }
         if !out.contains(name: "x-forwarded-proto") { out.add(name: "x-forwarded-proto", value: "http") }
         // The source workload's address, appended as Envoy does with use_remote_address.
         if let workload, let address = proxy.httpRoutes.address(of: workload) {
-            let prior = out[canonicalForm: "x-forwarded-for"].joined(separator: ", ")
-            out.replaceOrAdd(name: "x-forwarded-for", value: prior.isEmpty ? address : "\(prior), \(address)")
+            if out.contains(name: "x-forwarded-for") {
+                let prior = out[canonicalForm: "x-forwarded-for"].joined(separator: ", ")
+                out.replaceOrAdd(name: "x-forwarded-for", value: prior.isEmpty ? address : "\(prior), \(address)")
+            } else {
+                out.add(name: "x-forwarded-for", value: address)
+            }
         }
         var uri = target.requestTarget
         if let rewrite {
@@ -401,15 +479,17 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let backendService = (namespace: backendNamespace, name: backend.backend.name)
         exchange.traffic[0].service = proxy.serviceLabels(backendService)
 
-        var list = out.map { (name: $0.name, value: $0.value) }
         if let tracing = proxy.telemetry.tracing {
+            var list = out.map { (name: $0.name, value: $0.value) }
             let span = tracing.start("\(exchange.traffic[0].service.host):\(backend.backend.port)/*", kind: .client, headers: &list)
             describe(span, exchange, traffic: exchange.traffic[0], target: target)
             exchange.spans.append(span)
+            out = HTTPHeaders(list.map { ($0.name, $0.value) })
         }
-        var forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: uri,
-                                        headers: HTTPHeaders(list.map { ($0.name, $0.value) }))
-        forwarded.headers.remove(name: "connection")
+        // A header modifier may not bring Connection back: it is hop-by-hop.
+        if !requestModifiers.isEmpty { out.remove(name: "connection") }
+        Self.restoreUpgrade(&out, exchange)
+        let forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: out)
         exchange.forwarded = forwarded
         exchange.target = target
         exchange.backend = OriginalDestination(address: vip, port: backend.backend.port, socketFamily: vip.isIPv4 ? 2 : 10,
@@ -491,7 +571,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             return reply(exchange, .serviceUnavailable, flag: "UH", body: "no healthy upstream: \(refusal)\n", close: false)
         }
         exchange.endpointCount = planned.endpointCount
-        let tried = planned.hops.map(\.target.description)
+        // Outlier detection's bookkeeping names endpoints; without a traffic policy nothing does.
+        let tried = exchange.policy == nil ? [] : planned.hops.map(\.target.description)
         // A backend on this node: this proxy is its destination proxy and
         // checks its policies, with the request as it will be forwarded.
         let authorized = self.proxy.authorizedHops(hops, sourcePrincipal: planned.sourceIdentity, sourceIP: nil,
@@ -503,13 +584,20 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let stats = proxy.stats
         let proxy = self.proxy
-        let connectHeaders = hops.contains(where: \.isTunnel)
-            ? proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1") : []
         // This client's previous request to the same endpoint left its upstream open: reuse it.
         if !exchange.freshUpstream, let first = hops.first, let kept = takeIdle(Self.poolKey(first)) {
             return connected(exchange, attempt: attempt, upstream: kept.channel, hop: first, tried: [], reusing: kept)
         }
-        proxy.connectFirst(hops[...], netns: netns, connectHeaders: connectHeaders, on: context.eventLoop).whenComplete { result in
+        let connecting: EventLoopFuture<(any Channel, Hop)>
+        let h2 = hops.first.flatMap { self.h2Stream(for: $0, on: context.eventLoop) }
+        if let (stream, first) = h2 {
+            connecting = stream.map { ($0, first) }
+        } else {
+            let connectHeaders = hops.contains(where: \.isTunnel)
+                ? proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1") : []
+            connecting = proxy.connectFirst(hops[...], netns: netns, connectHeaders: connectHeaders, on: context.eventLoop)
+        }
+        connecting.whenComplete { result in
             let router = loopBound.value
             guard router.current === exchange, exchange.attempt == attempt, !exchange.answered else {
                 if case .success(let (channel, _)) = result { channel.close(promise: nil) }
@@ -523,6 +611,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 router.reply(exchange, .serviceUnavailable, flag: router.retriedFlag(exchange, "UF"),
                              body: "upstream connect failure\n", close: false)
             case .success(let (upstream, hop)):
+                exchange.upstreamIsH2Stream = h2 != nil
                 router.connected(exchange, attempt: attempt, upstream: upstream, hop: hop, tried: tried, reusing: nil)
             }
         }
@@ -537,21 +626,23 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let proxy = self.proxy
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        if let pair = hop.identities {
+        if reusing == nil, let pair = hop.identities {
+            // Counted per connection opened, as for L4 (a kept upstream was counted when it opened).
             proxy.stats.recordPair(direction: .outbound, path: hop.isTunnel ? .hbone : .local, source: pair.source, destination: pair.destination)
         }
-        let endpoint = hop.target.description
         if let policy = exchange.policy {
+            // Outlier detection and least-request keep their books by endpoint.
+            let endpoint = hop.target.description
             for failed in tried.prefix(while: { $0 != endpoint }) {
                 policy.record(.gatewayError, endpoint: failed, endpoints: exchange.endpointCount)
             }
             policy.started(endpoint)
             exchange.inFlightAt = endpoint
+            exchange.endpoint = endpoint
         }
-        exchange.endpoint = endpoint
         exchange.traffic[0].destination = proxy.destinationLabels(hop)
         exchange.traffic[0].security = hop.identities != nil ? .mutualTLS : .none
-        exchange.upstreamHost = hop.target.description
+        exchange.upstreamTarget = hop.target
         var head = forwarded
         head.headers.replaceOrAdd(name: "x-weft-attempt-count", value: String(attempt))
         if hop.isLocalMeshed, exchange.traffic.count == 1 {
@@ -566,7 +657,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 head.headers = HTTPHeaders(list.map { ($0.name, $0.value) })
             }
         }
-        exchange.traceID = MeshTracing.traceID(head.headers.map { (name: $0.name, value: $0.value) })
+        exchange.traceID = MeshTracing.traceID(traceparent: head.headers.first(name: "traceparent"))
         if let perTry = exchange.perTryTimeout {
             exchange.perTryTimer = upstream.eventLoop.scheduleTask(in: perTry) {
                 loopBound.value.attemptTimedOut(exchange, attempt: attempt)
@@ -641,7 +732,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// its Host marked `-shadow`; the answer is read and dropped, and never
     /// delays or changes the client's.
     private func sendMirrors(_ exchange: Exchange) {
-        guard !exchange.mirrors.isEmpty, exchange.replayable, let forwarded = exchange.forwarded, let context else { return }
+        guard !exchange.mirrors.isEmpty, exchange.replayable, exchange.upgrade == nil, let forwarded = exchange.forwarded,
+              let context else { return }
         let targets = exchange.mirrors
         exchange.mirrors = []
         var head = forwarded
@@ -719,8 +811,10 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.reported = true
         let ms = Double((NIODeadline.now() - exchange.startedAt).nanoseconds) / 1e6
         let telemetry = proxy.telemetry
-        for t in exchange.traffic {
-            telemetry.metrics.recordRequest(t, responseCode: exchange.responseCode, flags: flags, durationMilliseconds: ms,
+        for var t in exchange.traffic {
+            if exchange.isGRPC { t.requestProtocol = "grpc" }
+            telemetry.metrics.recordRequest(t, responseCode: exchange.responseCode, grpcStatus: exchange.grpcStatus ?? "",
+                                            flags: flags, durationMilliseconds: ms,
                                             requestBytes: exchange.requestBytes, responseBytes: exchange.responseBytes)
             if let log = telemetry.accessLog,
                log.shouldLog(namespace: t.reporter == .source ? t.source.namespace : t.destination.namespace) {
@@ -729,7 +823,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                                            responseCode: exchange.responseCode, requestID: exchange.requestID,
                                            traceID: exchange.traceID, responseFlags: flags,
                                            bytesReceived: exchange.requestBytes, bytesSent: exchange.responseBytes,
-                                           upstreamHost: exchange.upstreamHost))
+                                           upstreamHost: exchange.upstreamTarget?.description))
             }
         }
         for span in exchange.spans.reversed() {
@@ -747,7 +841,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         head.headers.reduce(head.status.reasonPhrase.utf8.count + 15) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 2
     }
 
-    private func attach(_ upstream: any Channel, exchange: Exchange, head: HTTPRequestHead, key: String, reusing: IdleUpstream? = nil) {
+    private func attach(_ upstream: any Channel, exchange: Exchange, head: HTTPRequestHead, key: UpstreamKey, reusing: IdleUpstream? = nil) {
         guard let context else {
             upstream.close(promise: nil)
             return
@@ -756,21 +850,30 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let attempt = exchange.attempt
         let onPart: (HTTPClientResponsePart) -> Void = { part in loopBound.value.upstreamPart(part, exchange, attempt: attempt) }
         let onClose: () -> Void = { loopBound.value.upstreamClosed(exchange, attempt: attempt) }
+        let onReadComplete: () -> Void = { loopBound.value.context?.flush() }
         let relay: UpstreamResponseRelay
         if let reusing {
             relay = reusing.relay
             relay.onPart = onPart
             relay.onClose = onClose
+            relay.onReadComplete = onReadComplete
             exchange.uses = reusing.uses + 1
             exchange.reusedUpstream = true
         } else {
             relay = UpstreamResponseRelay(onPart: onPart, onClose: onClose)
+            relay.onReadComplete = onReadComplete
             do {
+                if exchange.upstreamIsH2Stream {
+                    // The stream's codec (H2Upstream.openStream) already speaks HTTP parts.
+                    try upstream.pipeline.syncOperations.addHandler(relay)
+                } else {
                 try upstream.pipeline.syncOperations.addHandlers([
                     HTTPRequestEncoder(),
-                    ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
+                    ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes,
+                                                              informationalResponseStrategy: .forward)),
                     relay,
                 ])
+                }
             } catch {
                 upstream.close(promise: nil)
                 return reply(exchange, .serviceUnavailable, flag: "UF", body: "upstream setup failed\n", close: false)
@@ -782,12 +885,17 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.relay = relay
         exchange.upstreamKey = key
         exchange.upstream = upstream
+        var head = head
+        if exchange.upstreamIsH2Stream, head.headers.first(name: "content-type")?.hasPrefix("application/grpc") == true {
+            // gRPC servers require it; as a hop-by-hop header it did not come through.
+            head.headers.replaceOrAdd(name: "te", value: "trailers")
+        }
         upstream.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
         for part in exchange.buffered where !(part.isHead) {
             upstream.write(Self.clientPart(part), promise: nil)
         }
         exchange.buffered = []
-        upstream.flush()
+        flushUpstream(upstream)
     }
 
     // MARK: responses
@@ -797,6 +905,36 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         switch part {
         case .head(var head):
             let code = Int(head.status.code)
+            if (100..<200).contains(code), code != 101 {
+                // Informational (100 Continue, 103 Early Hints): relayed as it
+                // comes, and the final response still to come.
+                exchange.informationalPending = true
+                let info = HTTPResponseHead(version: .http1_1, status: head.status, headers: Self.forwardable(head.headers))
+                context.writeAndFlush(wrapOutboundOut(.head(info)), promise: nil)
+                return
+            }
+            exchange.informationalPending = false
+            if code == 101 {
+                guard exchange.upgrade != nil else {
+                    // A switch nobody asked for cannot be relayed as HTTP.
+                    return reply(exchange, .badGateway, flag: "UPE", body: "the backend switched protocols unasked\n", close: true)
+                }
+                exchange.switching = true
+                exchange.responseStarted = true
+                exchange.perTryTimer?.cancel()
+                exchange.requestTimer?.cancel()
+                var headers = Self.forwardable(head.headers)
+                Self.restoreUpgrade(&headers, exchange, value: head.headers.first(name: "upgrade"))
+                for m in exchange.responseFilters { Self.apply(m, to: &headers) }
+                let out = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
+                exchange.responseCode = 101
+                exchange.responseBytes = Self.size(of: out)
+                context.writeAndFlush(wrapOutboundOut(.head(out)), promise: nil)
+                // The relay takes over once the response decoder has let go of the 101 (its end).
+                let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                context.eventLoop.execute { loopBound.value.switchToRelay(exchange) }
+                return
+            }
             if let policy = exchange.policy, let endpoint = exchange.endpoint {
                 policy.record(code >= 500 ? .serverError(code) : .success, endpoint: endpoint, endpoints: exchange.endpointCount)
             }
@@ -809,10 +947,28 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.perTryTimer?.cancel()
             exchange.perTryTimer = nil
             if exchange.retries > 0, exchange.retry.codes.contains(code) { exchange.flags.append("URX") }
-            var headers = HTTPHeaders(HeaderValidation.forwardable(head.headers.map { (name: $0.name, value: $0.value) }).map { ($0.name, $0.value) })
+            var headers = Self.forwardable(head.headers)
             for m in exchange.responseFilters { Self.apply(m, to: &headers) }
-            if !exchange.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+            if !exchange.keepAlive, !downstreamIsStream { headers.replaceOrAdd(name: "connection", value: "close") }
             if !exchange.flags.isEmpty { headers.replaceOrAdd(name: "x-weft-response-flags", value: exchange.flags.joined(separator: ",")) }
+            if let status = headers.first(name: "grpc-status") { exchange.grpcStatus = status }
+            if downstreamIsStream, headers.contains(name: "grpc-status") {
+                // gRPC's Trailers-Only answer (one HEADERS frame that ends the stream): it
+                // came as a head and an empty end, which on HTTP/2 would be HEADERS then an
+                // empty DATA frame, and a gRPC client wants its status in the frame that
+                // ends the stream. So: the content type now, the rest as trailers.
+                var initial = HTTPHeaders()
+                var trailers = HTTPHeaders()
+                for (name, value) in headers {
+                    if name.equalsIgnoringASCIICase("content-type") || name.lowercased().hasPrefix("x-weft-") {
+                        initial.add(name: name, value: value)
+                    } else if !name.equalsIgnoringASCIICase("content-length") {
+                        trailers.add(name: name, value: value)
+                    }
+                }
+                headers = initial
+                exchange.heldTrailers = trailers
+            }
             head.headers = headers
             head.version = .http1_1
             let out = HTTPResponseHead(version: head.version, status: head.status, headers: head.headers)
@@ -820,11 +976,25 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.responseBytes = Self.size(of: out)
             context.write(wrapOutboundOut(.head(out)), promise: nil)
         case .body(let buffer):
+            guard !exchange.switching else { return }
             exchange.responseBytes += buffer.readableBytes
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            // Flushed at the end of the upstream's read (onReadComplete) or with the end.
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-            report(exchange, flags: exchange.flags.isEmpty ? "-" : exchange.flags.joined(separator: ","))
+            if exchange.informationalPending || exchange.switching {
+                exchange.informationalPending = false
+                return
+            }
+            var trailers = trailers
+            if let held = exchange.heldTrailers {
+                exchange.heldTrailers = nil
+                var merged = held
+                if let trailers { merged.add(contentsOf: trailers) }
+                trailers = merged
+            }
+            if let t = trailers { exchange.grpcStatus = t.first(name: "grpc-status") ?? exchange.grpcStatus }
+            // The upstream is kept (or let go) before the client's end goes out: on an
+            // HTTP/2 client's stream that write ends the stream, and this router with it.
             exchange.leaveEndpoint()
             if let upstream = exchange.upstream {
                 exchange.upstream = nil
@@ -837,6 +1007,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                     upstream.eventLoop.scheduleTask(in: .seconds(5)) { upstream.close(promise: nil) }
                 }
             }
+            report(exchange, flags: exchange.flags.isEmpty ? "-" : exchange.flags.joined(separator: ","))
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
             finish(exchange)
         }
     }
@@ -890,8 +1062,12 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         for m in exchange.responseFilters { Self.apply(m, to: &headers) }
         let flag = ([flag].compactMap { $0 } + exchange.flags).joined(separator: ",")
         if !flag.isEmpty { headers.add(name: "x-weft-response-flags", value: flag) }
-        if close || !exchange.keepAlive {
-            headers.add(name: "connection", value: "close")
+        // Answered before a 100 Continue: the client may never send the body it
+        // held back, so the connection cannot carry another request (RFC 9110 10.1.1).
+        let heldBody = exchange.expectsContinue && !exchange.requestEnded
+        if close || !exchange.keepAlive || heldBody {
+            // HTTP/2 has no Connection header: the stream ends with the answer.
+            if !downstreamIsStream { headers.add(name: "connection", value: "close") }
             exchange.keepAlive = false
         }
         let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
@@ -962,7 +1138,11 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func closeOutput(_ context: ChannelHandlerContext) {
         let channel = context.channel
-        context.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        // An HTTP/2 stream's END_STREAM went with the response's end; it closes
+        // once the client's comes (the deadline is for a client that never sends it).
+        if !downstreamIsStream {
+            context.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        }
         channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
     }
 
@@ -979,71 +1159,37 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: upstream reuse
 
-    /// An upstream connection kept open after a response, for this client's
-    /// next request to the same endpoint (HTTP/1.1 keep-alive towards the
-    /// backend; an HBONE stream carries its requests one after the other).
-    final class IdleUpstream {
-        let channel: any Channel
-        let relay: UpstreamResponseRelay
-        let uses: Int
-        init(channel: any Channel, relay: UpstreamResponseRelay, uses: Int) {
-            self.channel = channel
-            self.relay = relay
-            self.uses = uses
-        }
-    }
-
-    /// Upstreams kept, by endpoint (a client rarely talks to more than a few).
-    private var idle: [String: IdleUpstream] = [:]
-    static let maxIdlePerClient = 4
-
-    static func poolKey(_ hop: Hop) -> String {
+    static func poolKey(_ hop: Hop) -> UpstreamKey {
         switch hop {
-        case .direct(let target, _, _): return "tcp \(target)"
-        case .tunnel(let target, let source, _): return "hbone \(target) \(source.identity)"
+        case .direct(let target, _, _): return UpstreamKey(address: target.address, port: target.port, tunnelIdentity: nil)
+        case .tunnel(let target, let source, _):
+            return UpstreamKey(address: target.address, port: target.port, tunnelIdentity: source.identity)
         }
     }
 
-    private func takeIdle(_ key: String) -> IdleUpstream? {
-        guard let kept = idle.removeValue(forKey: key) else { return nil }
-        guard kept.channel.isActive else { return nil }
-        return kept
+    private func takeIdle(_ key: UpstreamKey) -> IdleUpstream? {
+        upstreams.take(key)
     }
 
     /// Keeps `upstream` for the next request when both ends allow it: the
     /// request was sent whole, the backend answered HTTP/1.1 keep-alive, the
     /// method was not HEAD (whose answer has no body to frame the next one
     /// by), and the DestinationRule's maxRequestsPerConnection is not reached.
+    /// An HTTP/2 stream is never kept: each request has its own.
     private func park(_ upstream: any Channel, _ exchange: Exchange) -> Bool {
-        guard let relay = exchange.relay, let key = exchange.upstreamKey, exchange.requestEnded, exchange.upstreamKeepAlive,
-              exchange.keepAlive, exchange.method != "HEAD", upstream.isActive, context != nil else { return false }
+        guard let relay = exchange.relay, let key = exchange.upstreamKey, !exchange.upstreamIsH2Stream, exchange.requestEnded,
+              exchange.upstreamKeepAlive, exchange.keepAlive || downstreamIsStream, exchange.method != "HEAD",
+              upstream.isActive, context != nil else { return false }
         if let limit = exchange.policy?.policy.connectionPool?.maxRequestsPerConnection, exchange.uses >= limit { return false }
-        if idle[key] == nil, idle.count >= Self.maxIdlePerClient { return false }
-        let kept = IdleUpstream(channel: upstream, relay: relay, uses: exchange.uses)
-        if let older = idle.updateValue(kept, forKey: key) { Self.endGently(older.channel) }
-        // While idle, anything from the backend ends the connection; its closing removes it here.
-        relay.onPart = { _ in upstream.close(promise: nil) }
-        let loopBound = NIOLoopBound(self, eventLoop: upstream.eventLoop)
-        relay.onClose = {
-            let router = loopBound.value
-            if router.idle[key] === kept { router.idle[key] = nil }
-        }
-        return true
+        return upstreams.park(IdleUpstream(channel: upstream, relay: relay, uses: exchange.uses), key: key)
     }
 
     private func closeIdle() {
-        let all = idle.values
-        idle = [:]
-        for kept in all { Self.endGently(kept.channel) }
+        if ownsUpstreams { upstreams.closeAll() }
     }
 
-    /// Ends an upstream we are done with the way a finished exchange does:
-    /// our side first (FIN, or END_STREAM on an HBONE stream), the rest when
-    /// the peer ends its own or after 5 s. Closing outright would reset an
-    /// HBONE stream, and a peer counts resets (HTTP/2 rapid-reset protection).
     static func endGently(_ channel: any Channel) {
-        channel.close(mode: .output, promise: nil)
-        channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+        UpstreamCache.endGently(channel)
     }
 
     // MARK: helpers
@@ -1078,6 +1224,79 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// (Envoy's default per-request buffer limit is 64 KiB as well).
     static let maxReplayBytes = 64 * 1024
 
+    /// A new stream to `hop`'s workload over the HTTP/2 connection this
+    /// client shares (opened when there is none), when the workload declares
+    /// the port `http2` or `grpc`; nil when it speaks HTTP/1.1 (or is across
+    /// nodes: the HBONE stream carries HTTP/1.1, its destination's proxy speaks
+    /// HTTP/2 to the workload).
+    private func h2Stream(for hop: Hop, on loop: any EventLoop) -> (stream: EventLoopFuture<any Channel>, hop: Hop)? {
+        guard case .direct(let target, let entry?, _) = hop, proxy.httpRoutes.speaksHTTP2(entry.ref, port: target.port) else {
+            return nil
+        }
+        let proxy = self.proxy, netns = self.netns
+        let connection = upstreams.h2Connection(Self.poolKey(hop), on: loop) {
+            proxy.connectUpstream(to: target, netns: netns, on: loop)
+        }
+        return (connection.flatMap { $0.openStream() }, hop)
+    }
+
+    /// Puts back the upgrade that `forwardable` removed (hop-by-hop), on a
+    /// WebSocket upgrade request and on its 101.
+    private static func restoreUpgrade(_ headers: inout HTTPHeaders, _ exchange: Exchange, value: String? = nil) {
+        guard let upgrade = value ?? exchange.upgrade else { return }
+        headers.replaceOrAdd(name: "connection", value: "upgrade")
+        headers.replaceOrAdd(name: "upgrade", value: upgrade)
+    }
+
+    /// The backend switched protocols (WebSocket): the client's connection
+    /// and the upstream become one byte relay, HTTP handlers removed from
+    /// both. Bytes either side sent after the upgrade, still in a decoder,
+    /// are handed on to the relay as the decoders leave.
+    private func switchToRelay(_ exchange: Exchange) {
+        guard let context, current === exchange, let upstream = exchange.upstream else { return }
+        report(exchange, flags: exchange.flags.isEmpty ? "-" : exchange.flags.joined(separator: ","))
+        exchange.leaveEndpoint()
+        Self.releaseAdmission(exchange)
+        exchange.upstream = nil
+        exchange.answered = true
+        current = nil
+        let channel = context.channel
+        let (down, up) = GlueHandler.matchedPair()
+        do {
+            let upOps = upstream.pipeline.syncOperations
+            try upOps.addHandler(up)
+            try upOps.removeHandler(upOps.handler(type: UpstreamResponseRelay.self), promise: nil)
+            try upOps.removeHandler(upOps.handler(type: HTTPRequestEncoder.self), promise: nil)
+            // What a decoder hands on as it leaves is written to the other side
+            // but not flushed (no read completes): flushed once it has left.
+            let upDecoderGone = upstream.eventLoop.makePromise(of: Void.self)
+            upDecoderGone.futureResult.whenComplete { _ in channel.flush() }
+            try upOps.removeHandler(upOps.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: upDecoderGone)
+            let ops = context.pipeline.syncOperations
+            try ops.addHandler(down)
+            try ops.removeHandler(ops.handler(type: HTTPResponseEncoder.self), promise: nil)
+            let decoderGone = channel.eventLoop.makePromise(of: Void.self)
+            decoderGone.futureResult.whenComplete { _ in upstream.flush() }
+            try ops.removeHandler(ops.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: decoderGone)
+            ops.removeHandler(context: context, promise: nil)
+        } catch {
+            upstream.close(promise: nil)
+            channel.close(promise: nil)
+            return
+        }
+        proxy.stats.httpUpgrades.add(1, ordering: .relaxed)
+        channel.read()
+        upstream.read()
+    }
+
+    /// `headers` without the hop-by-hop ones and those Connection names; the
+    /// same storage when there are none (the common case: nothing is copied).
+    static func forwardable(_ headers: HTTPHeaders) -> HTTPHeaders {
+        let named = HeaderValidation.connectionTokens(headers.lazy.map { (name: $0.name, value: $0.value) })
+        guard headers.contains(where: { HeaderValidation.isHopByHop($0.name, named: named) }) else { return headers }
+        return HTTPHeaders(headers.filter { !HeaderValidation.isHopByHop($0.name, named: named) }.map { ($0.name, $0.value) })
+    }
+
     static func clientPart(_ part: HTTPServerRequestPart) -> NIOAny {
         switch part {
         case .head(let h): return NIOAny(HTTPClientRequestPart.head(h))
@@ -1092,15 +1311,6 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         for name in m.remove { headers.remove(name: name) }
     }
 
-    /// A random UUID (version 4), as Envoy generates for x-request-id.
-    static func requestID() -> String {
-        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
-        bytes[6] = (bytes[6] & 0x0F) | 0x40
-        bytes[8] = (bytes[8] & 0x3F) | 0x80
-        let hex = bytes.map { b in String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }.joined()
-        let c = Array(hex)
-        return "\(String(c[0..<8]))-\(String(c[8..<12]))-\(String(c[12..<16]))-\(String(c[16..<20]))-\(String(c[20..<32]))"
-    }
 }
 
 extension HTTPServerRequestPart {
@@ -1124,11 +1334,12 @@ final class MirrorSink: ChannelInboundHandler {
 }
 
 /// The upstream side of one request: response parts go to the router.
-final class UpstreamResponseRelay: ChannelInboundHandler {
+final class UpstreamResponseRelay: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     /// Rebound for each request when the connection is reused.
     var onPart: (HTTPClientResponsePart) -> Void
     var onClose: () -> Void
+    var onReadComplete: () -> Void = {}
 
     init(onPart: @escaping (HTTPClientResponsePart) -> Void, onClose: @escaping () -> Void) {
         self.onPart = onPart
@@ -1137,6 +1348,10 @@ final class UpstreamResponseRelay: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         onPart(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        onReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -89,6 +89,7 @@ final class InboundTunnelServer: Sendable {
         })
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(tls)
+        try sync.addHandler(FlushCoalescer())
         try sync.addHandler(HandshakeFailureCounter(stats: stats, logger: proxy.logger, remote: remote))
         _ = try sync.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: HBONE.connection, streamConfiguration: HBONE.stream
@@ -225,7 +226,7 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
                 let ops = context.pipeline.syncOperations
                 try ops.addHandlers([
                     HBONEStreamHandler(open: authority),
-                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
                     HTTPResponseEncoder(),
                     HTTPRouter(proxy: proxy, netns: netns, role: .destination(target: target, traffic: [traffic], authorization: authz)),
                 ])

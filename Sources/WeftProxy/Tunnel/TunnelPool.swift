@@ -160,7 +160,7 @@ final class TunnelPool: Sendable {
                                 }
                             }
                         })
-                    try channel.pipeline.syncOperations.addHandler(tls)
+                    try channel.pipeline.syncOperations.addHandlers([tls, FlushCoalescer()])
                 }
             }
             .connect(to: tunnel)

@@ -16,14 +16,56 @@ Misbehaving on purpose (for retries, timeouts and faults), all off by default:
   --delay-path PREFIX   with --delay-ms MS: requests whose path starts with PREFIX are
                         answered after sleeping MS milliseconds
 
+A GET with `Connection: upgrade` and `Upgrade: websocket` (RFC 6455) is answered 101 and
+becomes a WebSocket echo: each text or binary message comes back as a text message
+"NAME:<payload>"; a close is answered with a close.
+
 GET /__stats (never counted itself) answers {"count": N, "last": {"method", "path",
 "headers"} or null, "active": A, "max_active": M}: how many requests this server
 received, the last of them, how many it is answering now and the most it was ever
 answering at once (for circuit breaking); for the tests to query directly, from
 outside the mesh.
 """
-import argparse, json, socket, struct, sys, threading, time
+import argparse, base64, hashlib, json, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_frame(opcode, payload, mask=None):
+    """One final frame; masked (a client's) when `mask` is 4 bytes."""
+    head = bytes([0x80 | opcode])
+    bit = 0x80 if mask else 0
+    n = len(payload)
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack("!Q", n)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        head += mask
+    return head + payload
+
+
+def read_frame(f):
+    """(opcode, payload) of the next frame from file-like `f`, or None at EOF."""
+    first = f.read(2)
+    if len(first) < 2:
+        return None
+    opcode, n = first[0] & 0x0F, first[1] & 0x7F
+    masked = first[1] & 0x80
+    if n == 126:
+        n = struct.unpack("!H", f.read(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", f.read(8))[0]
+    mask = f.read(4) if masked else None
+    payload = f.read(n)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return opcode, payload
 
 
 def main():
@@ -58,7 +100,34 @@ def main():
                 # The client (the proxy, after a timeout) went away first.
                 self.close_connection = True
 
+        def websocket(self):
+            key = self.headers.get("sec-websocket-key", "")
+            accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+            self.send_response(101)
+            self.send_header("upgrade", "websocket")
+            self.send_header("connection", "Upgrade")
+            self.send_header("sec-websocket-accept", accept)
+            self.end_headers()
+            self.wfile.flush()
+            with lock:
+                stats["count"] += 1
+            while True:
+                frame = read_frame(self.rfile)
+                if frame is None:
+                    break
+                opcode, payload = frame
+                if opcode == 8:
+                    self.wfile.write(ws_frame(8, payload[:2]))
+                    break
+                if opcode in (1, 2):
+                    self.wfile.write(ws_frame(1, a.name.encode() + b":" + payload))
+                    self.wfile.flush()
+            self.close_connection = True
+
         def answer(self):
+            if (self.headers.get("upgrade", "").lower() == "websocket"
+                    and "upgrade" in self.headers.get("connection", "").lower()):
+                return self.websocket()
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
             if self.path == "/__stats" or self.path.startswith("/__stats?"):

@@ -57,6 +57,12 @@ Swift harness can follow a long-running process by reading its output file.
                                  prints {"responses":[{"status","body","content_type",
                                  "local_port","will_close","error"}, ...]}: equal local
                                  ports mean one connection carried both requests.
+  websocket --url http://HOST[:PORT]/PATH [--messages N]
+                                 a WebSocket client (RFC 6455): the upgrade request and
+                                 its first message in one write (bytes after the request
+                                 head, before any 101), then N-1 more, each answer read;
+                                 then a close. Prints {"status","accept_ok","echoed":[..],
+                                 "closed_cleanly","error"}.
 
 Client subcommands (probe, loop, many, hold, linger) take --mark N (e.g. 0x5746): SO_MARK
 on the socket before it connects (needs CAP_NET_ADMIN).
@@ -596,6 +602,69 @@ def cmd_tls(args):
     emit(result)
 
 
+def cmd_websocket(args):
+    import base64, struct
+    target = urllib.parse.urlsplit(args.url)
+    result = {"status": None, "accept_ok": False, "echoed": [], "closed_cleanly": False, "error": None}
+    key = base64.b64encode(os.urandom(16)).decode()
+    expected = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+
+    def frame(opcode, payload):
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n))
+        return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    def read_exact(f, n):
+        data = f.read(n)
+        if len(data) < n:
+            raise ConnectionError("eof")
+        return data
+
+    def read_frame(f):
+        first = read_exact(f, 2)
+        n = first[1] & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", read_exact(f, 2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", read_exact(f, 8))[0]
+        return first[0] & 0x0F, read_exact(f, n)
+
+    sock = None
+    try:
+        sock = socket.create_connection((target.hostname, target.port or 80), timeout=args.timeout)
+        request = (f"GET {target.path or '/'} HTTP/1.1\r\nHost: {target.netloc}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        sock.sendall(request.encode() + frame(1, b"m0"))
+        f = sock.makefile("rb")
+        status = f.readline().decode().split()
+        result["status"] = int(status[1]) if len(status) > 1 else None
+        headers = {}
+        while True:
+            line = f.readline().decode()
+            if line in ("\r\n", "\n", ""):
+                break
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        result["accept_ok"] = headers.get("sec-websocket-accept") == expected
+        if result["status"] != 101:
+            return
+        for i in range(args.messages):
+            if i > 0:
+                sock.sendall(frame(1, f"m{i}".encode()))
+            opcode, payload = read_frame(f)
+            result["echoed"].append(payload.decode(errors="replace"))
+        sock.sendall(frame(8, struct.pack("!H", 1000)))
+        opcode, _ = read_frame(f)
+        result["closed_cleanly"] = opcode == 8
+    except (OSError, ConnectionError, ValueError) as exc:
+        result["error"] = str(exc)
+    finally:
+        if sock is not None:
+            sock.close()
+        emit(result)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -611,6 +680,12 @@ def main():
         p.add_argument("--payload", default="ping")
         p.add_argument("--payload-size", type=int, default=0)
         p.add_argument("--half-close", action="store_true")
+
+    p = sub.add_parser("websocket")
+    p.add_argument("--url", required=True)
+    p.add_argument("--messages", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=cmd_websocket)
 
     p = sub.add_parser("serve")
     p.add_argument("--host", required=True)
