@@ -106,13 +106,25 @@ public enum HeaderValidation {
     /// Whether `name` is hop-by-hop, or one a Connection header named
     /// (`named`, lower-cased), compared without allocating.
     public static func isHopByHop(_ name: String, named: [String]) -> Bool {
-        // Every hop-by-hop name is 2 to 19 bytes long; most headers are ruled out by length alone.
-        let n = name.utf8.count
-        if n >= 2, n <= 19, hopByHopList.contains(where: { $0.utf8.count == n && name.equalsIgnoringASCIICase($0) }) { return true }
+        if isHopByHopName(name) { return true }
         return !named.isEmpty && named.contains(where: { name.equalsIgnoringASCIICase($0) })
     }
 
-    static let hopByHopList: [String] = Array(hopByHop)
+    /// One of `hopByHop`, by length first: most header names are ruled out
+    /// without reading a byte (this runs for every header of every request
+    /// and response).
+    public static func isHopByHopName(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 2: return name.equalsIgnoringASCIICase("te")
+        case 7: return name.equalsIgnoringASCIICase("trailer") || name.equalsIgnoringASCIICase("upgrade")
+        case 10: return name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("keep-alive")
+        case 16: return name.equalsIgnoringASCIICase("proxy-connection")
+        case 17: return name.equalsIgnoringASCIICase("transfer-encoding")
+        case 18: return name.equalsIgnoringASCIICase("proxy-authenticate")
+        case 19: return name.equalsIgnoringASCIICase("proxy-authorization")
+        default: return false
+        }
+    }
 }
 
 /// A set of bytes as a 256-entry table (header tokens, URI characters).

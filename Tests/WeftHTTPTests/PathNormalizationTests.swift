@@ -128,6 +128,16 @@ import Testing
         #expect(HeaderValidation.forwardable([("Connection", " close ,  X-A "), ("x-a", "1"), ("x-b", "2")]).map(\.name) == ["x-b"])
     }
 
+    @Test func theHopByHopNameCheckKnowsExactlyTheHopByHopHeadersInAnyCase() {
+        for name in HeaderValidation.hopByHop {
+            #expect(HeaderValidation.isHopByHopName(name) && HeaderValidation.isHopByHopName(name.uppercased()), "\(name)")
+        }
+        for name in ["host", "content-length", "x-te", "trailers", "upgrades", "connections", "keep-alives", "proxy-connectio",
+                     "transfer-encodings", "content-type", "authorization", ""] {
+            #expect(!HeaderValidation.isHopByHopName(name), "\(name)")
+        }
+    }
+
     @Test func requestIDsAreVersion4UUIDsAndDoNotRepeat() {
         var ids = RequestIDGenerator()
         var seen = Set<String>()

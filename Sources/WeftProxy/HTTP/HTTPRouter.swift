@@ -868,6 +868,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                     try upstream.pipeline.syncOperations.addHandler(relay)
                 } else {
                 try upstream.pipeline.syncOperations.addHandlers([
+                    FlushCoalescer(),
                     HTTPRequestEncoder(),
                     ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes,
                                                               informationalResponseStrategy: .forward)),
@@ -1292,8 +1293,9 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// `headers` without the hop-by-hop ones and those Connection names; the
     /// same storage when there are none (the common case: nothing is copied).
     static func forwardable(_ headers: HTTPHeaders) -> HTTPHeaders {
+        // Only a Connection header can name more to drop, and it is hop-by-hop itself.
+        guard headers.contains(where: { HeaderValidation.isHopByHopName($0.name) }) else { return headers }
         let named = HeaderValidation.connectionTokens(headers.lazy.map { (name: $0.name, value: $0.value) })
-        guard headers.contains(where: { HeaderValidation.isHopByHop($0.name, named: named) }) else { return headers }
         return HTTPHeaders(headers.filter { !HeaderValidation.isHopByHop($0.name, named: named) }.map { ($0.name, $0.value) })
     }
 
