@@ -11,7 +11,7 @@ import WeftCore
 /// replaces itself with the relay. Until then the connection is not read, so
 /// nothing is buffered in the proxy.
 final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
+    typealias InboundIn = ByteBuffer
 
     private let proxy: NodeProxy
     private let netns: NetworkNamespace
@@ -59,8 +59,105 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             return
         }
         if let routed = proxy.httpRoutes.routes(for: original.address, port: original.port) {
-            // An HTTPRoute attaches to this Service port: HTTP/1.1 or HTTP/2 (as the
-            // first bytes say), routed per request.
+            // An HTTPRoute attaches to this Service port (or it is declared HTTP): routed per request.
+            startL7(context: context, routed: routed, workload: workload, initial: nil)
+            return
+        }
+        if let detected = proxy.httpRoutes.detectedRoutes(for: original.address, port: original.port) {
+            // A port that declares no protocol: the client's first bytes decide.
+            detecting = Detection(original: original, workload: workload, routes: detected)
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            detecting?.timer = context.eventLoop.scheduleTask(in: Self.protocolDetectionTimeout) {
+                let (handler, context) = bound.value
+                // Nothing (or nothing decisive) from the client in time: a server-first protocol, so TCP.
+                handler.decide(context: context, http: false)
+            }
+            context.read()
+            return
+        }
+        startL4(context: context, original: original, workload: workload, initial: nil)
+    }
+
+    /// How long an undeclared port waits for the client's first bytes before
+    /// it takes the connection for TCP (a server-first protocol sends nothing
+    /// until the server has spoken). Istio's default was 100 ms as well.
+    static let protocolDetectionTimeout: TimeAmount = .milliseconds(100)
+
+    private struct Detection {
+        var original: OriginalDestination
+        var workload: WorkloadRef?
+        var routes: HTTPRouteTable.Port
+        var buffered: ByteBuffer?
+        var timer: Scheduled<Void>?
+    }
+    private var detecting: Detection?
+
+    /// Bytes a read asked for during detection brought after the choice of
+    /// TCP, while the upstream connects: sent after the detected ones.
+    private var lateBytes: ByteBuffer?
+
+    /// TCP was chosen after detection; the upstream is connecting.
+    private var connectingAfterDetection = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        guard detecting != nil else {
+            guard connectingAfterDetection else { return context.fireChannelRead(data) }
+            if lateBytes == nil { lateBytes = incoming } else { lateBytes!.writeBuffer(&incoming) }
+            return
+        }
+        if detecting!.buffered == nil {
+            detecting!.buffered = incoming
+        } else {
+            detecting!.buffered!.writeBuffer(&incoming)
+        }
+        switch Self.looksLikeHTTP(detecting!.buffered!.readableBytesView) {
+        case true?: decide(context: context, http: true)
+        case false?: decide(context: context, http: false)
+        case nil: context.read()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        detecting?.timer?.cancel()
+        detecting = nil
+        context.fireChannelInactive()
+    }
+
+    private func decide(context: ChannelHandlerContext, http: Bool) {
+        guard let d = detecting else { return }
+        detecting = nil
+        d.timer?.cancel()
+        proxy.stats.protocolDetected(http: http)
+        if http {
+            startL7(context: context, routed: d.routes, workload: d.workload, initial: d.buffered)
+        } else {
+            connectingAfterDetection = true
+            startL4(context: context, original: d.original, workload: d.workload, initial: d.buffered)
+        }
+    }
+
+    /// An HTTP/1.x request line's start (an upper-case method, then a space;
+    /// the HTTP/2 preface, `PRI * HTTP/2.0`, is one too): true; other bytes,
+    /// TLS's ClientHello among them: false; too few bytes to tell: nil.
+    static func looksLikeHTTP(_ bytes: ByteBufferView) -> Bool? {
+        var length = 0
+        for b in bytes {
+            if b == UInt8(ascii: " ") { return length >= 3 }
+            guard (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z")) || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") else {
+                return false
+            }
+            length += 1
+            if length > 24 { return false }
+        }
+        return nil
+    }
+
+    /// HTTP/1.1 or HTTP/2, as the first bytes say, routed per request;
+    /// `initial`: bytes already read (by protocol detection), handed on.
+    private func startL7(context: ChannelHandlerContext, routed: HTTPRouteTable.Port, workload: WorkloadRef?, initial: ByteBuffer?) {
+        let channel = context.channel
+        do {
             let proxy = self.proxy, netns = self.netns
             do {
                 let ops = context.pipeline.syncOperations
@@ -93,14 +190,26 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                         }
                     }
                 })
+                if let initial {
+                    context.fireChannelRead(NIOAny(initial))
+                    context.fireChannelReadComplete()
+                }
                 ops.removeHandler(context: context, promise: nil)
                 channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
             } catch {
                 Self.reset(channel)
             }
-            return
         }
+    }
+
+    /// Relayed as bytes to the planned endpoint; `initial`: bytes already
+    /// read (by protocol detection), sent first.
+    private func startL4(context: ChannelHandlerContext, original: OriginalDestination, workload: WorkloadRef?, initial: ByteBuffer?) {
+        let channel = context.channel
+        let logger = proxy.logger
+        let stats = proxy.stats
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let boundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
         var planned: Planned
         switch proxy.plan(original, source: workload) {
         case .success(let p):
@@ -193,6 +302,16 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                     upstream.close(promise: nil)
                     Self.reset(channel)
                     return
+                }
+                var first = initial
+                if var late = boundSelf.value.lateBytes {
+                    boundSelf.value.lateBytes = nil
+                    if first == nil { first = late } else { first!.writeBuffer(&late) }
+                }
+                if let first {
+                    // What protocol detection read goes first, through the relay like the rest.
+                    channel.pipeline.fireChannelRead(NIOAny(first))
+                    channel.pipeline.fireChannelReadComplete()
                 }
                 if let destination = NodeProxy.localMeshedDestination(hop) {
                     let authz = AuthorizationContext(destination: destination, sourcePrincipal: sourcePrincipal, sourceIP: nil,

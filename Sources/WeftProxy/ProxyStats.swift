@@ -31,6 +31,17 @@ public final class ProxyStats: Sendable {
     public let httpMirrored = Atomic<Int>(0)
     /// WebSocket upgrades the backend accepted (the connections became a byte relay).
     public let httpUpgrades = Atomic<Int>(0)
+    /// Connections to undeclared (`auto`) ports, by what their first bytes were.
+    public let detectedHTTP = Atomic<Int>(0)
+    public let detectedTCP = Atomic<Int>(0)
+
+    func protocolDetected(http: Bool) {
+        if http {
+            detectedHTTP.add(1, ordering: .relaxed)
+        } else {
+            detectedTCP.add(1, ordering: .relaxed)
+        }
+    }
     /// Requests or connections refused by a Service's circuit breaker (Envoy's UO).
     public let circuitBreakerOverflow = Atomic<Int>(0)
     private let byWorkload = Mutex<[WorkloadRef: Int]>([:])
@@ -117,6 +128,8 @@ public final class ProxyStats: Sendable {
         public var httpRetries: Int
         public var httpMirrored: Int
         public var httpUpgrades: Int
+        public var detectedHTTP: Int
+        public var detectedTCP: Int
         public var circuitBreakerOverflow: Int
         public var identities: [IdentityPair]
         public var authorization: [AuthorizationCount]
@@ -148,6 +161,8 @@ public final class ProxyStats: Sendable {
             httpRetries: httpRetries.load(ordering: .relaxed),
             httpMirrored: httpMirrored.load(ordering: .relaxed),
             httpUpgrades: httpUpgrades.load(ordering: .relaxed),
+            detectedHTTP: detectedHTTP.load(ordering: .relaxed),
+            detectedTCP: detectedTCP.load(ordering: .relaxed),
             circuitBreakerOverflow: circuitBreakerOverflow.load(ordering: .relaxed),
             identities: pairs.withLock { p in
                 p.map { IdentityPair(direction: $0.key.direction, path: $0.key.path, source: $0.key.source,

@@ -41,7 +41,7 @@ struct WeftctlEndToEndTests {
             #expect(table.status == 0, "\(table)")
             let rows = table.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
             #expect(rows.first == ["NAME", "NODE", "UNIT/CGROUP", "PORTS", "AGE"])
-            #expect(rows.dropFirst().first?.prefix(4) == ["catalog-v1", "node-a", "catalog-v1.service", "8080/http,9090/tcp"])
+            #expect(rows.dropFirst().first?.prefix(4) == ["catalog-v1", "node-a", "catalog-v1.service", "8080/http,9090/auto"])
 
             let wide = try weftctl(["get", "svc", "-A", "-o", "wide"], server: server)
             #expect(wide.stdout.hasPrefix("NAMESPACE"), "\(wide)")

@@ -136,4 +136,76 @@ struct HTTP2Tests {
             #expect(seen.count >= 2000, "the backend answered every h2load request: \(seen.count)")
         }
     }
+
+    // MARK: Undeclared ports
+
+    static let sniffHTTPVIP = "10.96.4.20"
+    static let sniffTCPVIP = "10.96.4.21"
+
+    /// `plain` on node 1 declares no protocol on its ports: httpecho on 8081, netprobe's
+    /// server-first echo (it says hello before it reads) on 9000.
+    static func undeclaredManifest(_ mesh: Mesh) -> String {
+        HTTPTrafficTests.frontend(mesh) + """
+            ---
+            apiVersion: weft.dev/v1alpha1
+            kind: Workload
+            metadata: {name: plain, namespace: shop, labels: {app: plain}}
+            spec: {node: \(mesh.nodes[1].name), unit: plain.service, serviceAccount: plain,
+                   addresses: ["\(MeshFabric.address(ofNode: 1))"], ports: [{name: web, port: 8081}, {name: echo, port: 9000}]}
+            ---
+            apiVersion: weft.dev/v1alpha1
+            kind: Service
+            metadata: {name: plain-web, namespace: shop}
+            spec: {selector: {app: plain}, virtualIP: \(sniffHTTPVIP), ports: [{name: web, port: 80, targetPort: 8081}]}
+            ---
+            apiVersion: weft.dev/v1alpha1
+            kind: Service
+            metadata: {name: plain-echo, namespace: shop}
+            spec: {selector: {app: plain}, virtualIP: \(sniffTCPVIP), ports: [{name: echo, port: 9000}]}
+
+            """
+    }
+
+    @Test func undeclaredPortsAreHTTPWhenTheFirstBytesAreAndTCPOtherwiseServerFirstIncluded() async throws {
+        try await withMesh(nodes: 2) { mesh in
+            let n = mesh.nodes
+            try await mesh.control.apply(Self.undeclaredManifest(mesh))
+            try await HTTPTrafficTests.startEcho(n[1], unit: "plain", name: "plain", port: 8081)
+            let plainCgroup = try n[1].unit("shop", "plain.service")
+            _ = try n[1].spawnTool("netprobe-plain", ["/bin/sh", "-c", #"echo $$ > "$0/cgroup.procs" && exec "$@""#, plainCgroup,
+                                                      TestEnvironment.python, TestEnvironment.netprobe, "serve",
+                                                      "--host", "0.0.0.0", "--port", "9000"])
+            let frontend = try n[0].unit("shop", "frontend.service")
+            try await HTTPTrafficTests.waitForMesh(mesh, [(0, "frontend"), (1, "plain")])
+
+            // HTTP on an undeclared port: detected, then handled at L7 (the backend sees the proxy's headers).
+            let http = try await AuthorizationPolicyTests.settle(timeout: 30, every: .milliseconds(500), {
+                try await HTTPTrafficTests.requests(n[0], from: frontend, "http://\(Self.sniffHTTPVIP)/sniffed", ["--timeout", "4"])
+            }, until: { $0.count(200) == 1 })
+            let seen = try #require(http.echo(), "httpecho did not answer through the mesh: \(http)")
+            #expect(seen.headers["x-forwarded-proto"] == "http" && seen.headers["x-request-id"] != nil,
+                    "detected HTTP goes through the L7 proxy: \(seen.headers)")
+            #expect(try await n[0].proxyCounter("detectedHTTP") >= 1)
+
+            // A server-first protocol: the client waits for the server's hello; after the detection
+            // timeout the connection is TCP and the hello arrives.
+            let probe = try await n[0].run([TestEnvironment.python, TestEnvironment.netprobe, "probe", "--host", Self.sniffTCPVIP,
+                                            "--port", "9000", "--payload", "after-hello", "--timeout", "5"], in: frontend, timeout: 20)
+            #expect(probe.stdout.contains(#""echo_matches": true"#) && probe.stdout.contains(#""hello": "hello"#),
+                    "server-first TCP through an undeclared port: \(probe)")
+
+            // Client-first bytes that are not HTTP (a TLS ClientHello's first bytes, here): TCP at once.
+            let tlsLike = try await n[0].run([TestEnvironment.python, "-c", """
+                import socket, sys, time
+                s = socket.create_connection(("\(Self.sniffTCPVIP)", 9000), timeout=5)
+                s.sendall(bytes([0x16, 0x03, 0x01, 0x00, 0x05]) + b"hello\\n")
+                f = s.makefile("rb")
+                hello = f.readline()
+                echo = f.read(11)
+                print(hello.startswith(b"hello ") and echo == bytes([0x16, 0x03, 0x01, 0x00, 0x05]) + b"hello\\n")
+                """], in: frontend, timeout: 20)
+            #expect(tlsLike.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "True", "client-first non-HTTP bytes: \(tlsLike)")
+            #expect(try await n[0].proxyCounter("detectedTCP") >= 2, "both TCP connections were detected as TCP")
+        }
+    }
 }

@@ -2,10 +2,14 @@
 
 /// What a port speaks, which decides what the proxy can do with it: HTTP
 /// routing, retries and L7 policy need `http`, `http2` or `grpc`; `tcp` is
-/// relayed as opaque bytes. The default is `tcp`, the one that never breaks
-/// a protocol the proxy would misread.
+/// relayed as opaque bytes. `auto`, the default (a port that declares
+/// nothing), is detected from the client's first bytes, as Istio does: an
+/// HTTP/1.x request line or the HTTP/2 preface is HTTP, anything else (TLS
+/// included) is TCP, and a client that sends nothing within the detection
+/// timeout (a server-first protocol: SMTP, MySQL) is TCP too, so nothing the
+/// proxy would misread is ever parsed as HTTP.
 public enum AppProtocol: String, CaseIterable, Hashable, Sendable {
-    case http, http2, grpc, tcp
+    case http, http2, grpc, tcp, auto
 }
 
 /// `spec` of a Namespace: whether its workloads are captured into the mesh.
@@ -52,7 +56,7 @@ public struct WorkloadSpec: Hashable, Sendable {
         public var port: UInt16
         public var appProtocol: AppProtocol
 
-        public init(name: String? = nil, port: UInt16, appProtocol: AppProtocol = .tcp) {
+        public init(name: String? = nil, port: UInt16, appProtocol: AppProtocol = .auto) {
             self.name = name
             self.port = port
             self.appProtocol = appProtocol
@@ -113,7 +117,7 @@ public struct WorkloadSpec: Hashable, Sendable {
             let p = try FieldReader(item.value, at: item.path, allowed: ["name", "port", "protocol"])
             let name = try p.name("name", .ianaServiceName)
             guard let number = try p.port("port") else { throw ValidationError(field: p.field("port"), "is required") }
-            let port = Port(name: name, port: number, appProtocol: try p.enumeration("protocol", AppProtocol.self) ?? .tcp)
+            let port = Port(name: name, port: number, appProtocol: try p.enumeration("protocol", AppProtocol.self) ?? .auto)
             if let name = port.name, let first = ports.firstIndex(where: { $0.name == name }) {
                 throw ValidationError(field: p.field("name"), "\"\(name)\" is already the name of \(r.field("ports"))[\(first)]")
             }
@@ -199,7 +203,7 @@ public struct ServiceSpec: Hashable, Sendable {
         public var targetPort: TargetPort?
         public var appProtocol: AppProtocol
 
-        public init(name: String? = nil, port: UInt16, targetPort: TargetPort? = nil, appProtocol: AppProtocol = .tcp) {
+        public init(name: String? = nil, port: UInt16, targetPort: TargetPort? = nil, appProtocol: AppProtocol = .auto) {
             self.name = name
             self.port = port
             self.targetPort = targetPort
@@ -252,7 +256,7 @@ public struct ServiceSpec: Hashable, Sendable {
                 throw ValidationError(field: p.field("targetPort"), "expected a port number or a port name, found \(other.foundDescription)")
             }
             let port = Port(name: name, port: number, targetPort: target,
-                            appProtocol: try p.enumeration("protocol", AppProtocol.self) ?? .tcp)
+                            appProtocol: try p.enumeration("protocol", AppProtocol.self) ?? .auto)
             if let name, let first = ports.firstIndex(where: { $0.name == name }) {
                 throw ValidationError(field: p.field("name"), "\"\(name)\" is already the name of \(r.field("ports"))[\(first)]")
             }

@@ -15,6 +15,9 @@ public final class HTTPRouteTable: Sendable {
 
     struct State: Sendable {
         var byVIP: [ServiceTable.Key: Port] = [:]
+        /// Ports that declare no protocol (`auto`) and have no route: HTTP when the client's
+        /// first bytes say so (then as if a route sent everything to the Service), else TCP.
+        var detected: [ServiceTable.Key: Port] = [:]
         /// A backendRef names a Service and port; the proxy dials its virtual IP.
         var vipByName: [String: IPAddress] = [:]
         /// A workload's address and port → the Service it serves there (the
@@ -66,12 +69,20 @@ public final class HTTPRouteTable: Sendable {
                 }
                 guard let port = UInt16(exactly: p.port) else { continue }
                 var compiled = CompiledRoutes(routes: routes, namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
-                if compiled.isEmpty, Self.l7Protocols.contains(p.protocol_.lowercased()) {
+                let declared = p.protocol_.lowercased()
+                if compiled.isEmpty, Self.l7Protocols.contains(declared) || declared == "auto" {
                     // A port declared HTTP, HTTP/2 or gRPC is handled at L7 without a route too
                     // (requests reported, retried by none, HTTP/2 and gRPC understood), as if a
-                    // route sent every request to the Service itself. Istio treats declared ports so.
-                    compiled = CompiledRoutes(routes: [Self.implicitRoute(namespace: svc.namespace, service: svc.name, port: port)],
-                                              namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
+                    // route sent every request to the Service itself. Istio treats declared ports so;
+                    // an undeclared one only once its first bytes turn out to be HTTP.
+                    let implicit = CompiledRoutes(routes: [Self.implicitRoute(namespace: svc.namespace, service: svc.name, port: port)],
+                                                  namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
+                    if declared == "auto" {
+                        s.detected[ServiceTable.Key(address: vip, port: port)] = Port(namespace: svc.namespace, service: svc.name,
+                                                                                    port: port, routes: implicit)
+                        continue
+                    }
+                    compiled = implicit
                 }
                 if !compiled.isEmpty {
                     s.byVIP[ServiceTable.Key(address: vip, port: port)] = Port(namespace: svc.namespace, service: svc.name,
@@ -84,6 +95,11 @@ public final class HTTPRouteTable: Sendable {
 
     func routes(for address: IPAddress, port: UInt16) -> Port? {
         state.withLock { $0.byVIP[ServiceTable.Key(address: address, port: port)] }
+    }
+
+    /// An undeclared Service port: L7 if the connection's first bytes are HTTP.
+    func detectedRoutes(for address: IPAddress, port: UInt16) -> Port? {
+        state.withLock { $0.detected[ServiceTable.Key(address: address, port: port)] }
     }
 
     func service(ofEndpoint address: IPAddress, port: UInt16) -> (namespace: String, name: String)? {

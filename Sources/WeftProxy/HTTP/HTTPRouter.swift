@@ -49,6 +49,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private var inReadCycle = false
     private var pendingFlush: (any Channel)?
     private var requestIDs = RequestIDGenerator()
+    /// Telemetry labels of this client's requests, built once rather than per request.
+    private var labels = LabelCache()
 
     /// One request in flight.
     private final class Exchange {
@@ -277,9 +279,9 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             // The request decoder stops at an upgrade request: whatever the answer,
             // this connection carries no further HTTP request.
             exchange.keepAlive = false
-            // WebSocket is passed through, as Istio configures Envoy to (upgrade_configs:
-            // websocket); another protocol (h2c, say) reaches the backend as a plain request.
-            if upgrade.equalsIgnoringASCIICase("websocket"), head.method == .GET { exchange.upgrade = upgrade }
+            // Passed through whatever the protocol (WebSocket, h2c, a custom one): the backend
+            // decides, and on a 101 both sides become a byte relay.
+            exchange.upgrade = upgrade
         }
         if case .destination(_, let traffic, _) = role { exchange.traffic = traffic }
         do {
@@ -376,8 +378,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                                _ exchange: Exchange) {
         // Until a backend answers, the request is reported against the routed Service.
         let routedService = (namespace: service.namespace, name: service.service)
-        exchange.traffic = [TrafficLabels(reporter: .source, source: proxy.sourceLabels(workload), destination: .unknown,
-                                          service: proxy.serviceLabels(routedService), requestProtocol: "http", security: .none)]
+        exchange.traffic = [TrafficLabels(reporter: .source, source: labels.source(workload, proxy), destination: .unknown,
+                                          service: labels.service(routedService, proxy), requestProtocol: "http", security: .none)]
         let view = RequestView(method: head.method.rawValue, path: target.path, query: target.query, headers: headers)
         guard let selected = service.routes.select(view) else {
             proxy.stats.httpNoRoute.add(1, ordering: .relaxed)
@@ -477,7 +479,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
         exchange.requestID = out.first(name: "x-request-id")
         let backendService = (namespace: backendNamespace, name: backend.backend.name)
-        exchange.traffic[0].service = proxy.serviceLabels(backendService)
+        exchange.traffic[0].service = labels.service(backendService, proxy)
 
         if let tracing = proxy.telemetry.tracing {
             var list = out.map { (name: $0.name, value: $0.value) }
@@ -640,7 +642,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.inFlightAt = endpoint
             exchange.endpoint = endpoint
         }
-        exchange.traffic[0].destination = proxy.destinationLabels(hop)
+        exchange.traffic[0].destination = labels.destination(hop, proxy)
         exchange.traffic[0].security = hop.identities != nil ? .mutualTLS : .none
         exchange.upstreamTarget = hop.target
         var head = forwarded
@@ -1313,6 +1315,38 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         for name in m.remove { headers.remove(name: name) }
     }
 
+}
+
+/// The labels a client connection's requests report: its source (one
+/// workload), and the last Service and destination workload, which a
+/// connection's requests nearly always share. Reusing the same strings also
+/// lets the metrics' label-set lookup compare them by their storage.
+struct LabelCache {
+    private var sourceLabels: PeerLabels?
+    private var lastService: (namespace: String, name: String, labels: ServiceLabels)?
+    private var lastDestination: (ref: WorkloadRef, labels: PeerLabels)?
+
+    mutating func source(_ workload: WorkloadRef?, _ proxy: NodeProxy) -> PeerLabels {
+        if let sourceLabels { return sourceLabels }
+        let made = proxy.sourceLabels(workload)
+        sourceLabels = made
+        return made
+    }
+
+    mutating func service(_ service: (namespace: String, name: String), _ proxy: NodeProxy) -> ServiceLabels {
+        if let last = lastService, last.namespace == service.namespace, last.name == service.name { return last.labels }
+        let made = proxy.serviceLabels(service)
+        lastService = (service.namespace, service.name, made)
+        return made
+    }
+
+    mutating func destination(_ hop: Hop, _ proxy: NodeProxy) -> PeerLabels {
+        guard let entry = hop.destinationEntry else { return .unknown }
+        if let last = lastDestination, last.ref == entry.ref { return last.labels }
+        let made = proxy.peerLabels(entry)
+        lastDestination = (entry.ref, made)
+        return made
+    }
 }
 
 extension HTTPServerRequestPart {

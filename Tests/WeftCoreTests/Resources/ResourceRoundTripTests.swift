@@ -202,7 +202,7 @@ enum GoodManifests {
         """#)
         guard case .workload(let w) = r.spec else { Issue.record("not a workload"); return }
         #expect(w.serviceAccount == "default")
-        #expect(w.ports[0].appProtocol == .tcp)
+        #expect(w.ports[0].appProtocol == .auto)
         #expect(w.placement == .cgroup("custom/w"))
     }
 
