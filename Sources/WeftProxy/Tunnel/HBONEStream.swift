@@ -125,15 +125,70 @@ final class HBONEStreamHandler: ChannelDuplexHandler {
         context.fireErrorCaught(error)
     }
 
+    /// Bytes written since the last flush, sent as one DATA frame when it
+    /// comes: an HTTP/1.1 exchange inside the stream is written as a head, a
+    /// body and an empty end, which were three frames each way for every
+    /// request (each framed, flow-controlled and parsed again at the peer).
+    /// A lone buffer is held without a copy; small ones are joined.
+    private var pending: ByteBuffer?
+    private var pendingPromise: EventLoopPromise<Void>?
+    static let joinLimit = 16 * 1024
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let buffer = unwrapOutboundIn(data)
-        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer)))), promise: promise)
+        var buffer = unwrapOutboundIn(data)
+        if buffer.readableBytes == 0 {
+            // Nothing to send (an HTTP encoder's end of a framed message): no empty frame.
+            if let promise { hold(promise) ?? promise.succeed(()) }
+            return
+        }
+        if var held = pending {
+            if held.readableBytes + buffer.readableBytes <= Self.joinLimit {
+                held.writeBuffer(&buffer)
+                pending = held
+                if let promise { _ = hold(promise) }
+                return
+            }
+            sendPending(context)
+        }
+        pending = buffer
+        pendingPromise = promise
+    }
+
+    /// Chains `promise` to the pending frame's; nil when nothing is pending.
+    private func hold(_ promise: EventLoopPromise<Void>) -> Void? {
+        guard pending != nil else { return nil }
+        if let pendingPromise {
+            pendingPromise.futureResult.cascade(to: promise)
+        } else {
+            pendingPromise = promise
+        }
+        return ()
+    }
+
+    private func sendPending(_ context: ChannelHandlerContext, endStream: Bool = false) {
+        guard let held = pending else { return }
+        pending = nil
+        let promise = pendingPromise
+        pendingPromise = nil
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(held), endStream: endStream))), promise: promise)
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        sendPending(context)
+        context.flush()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        pending = nil
+        pendingPromise?.fail(ChannelError.ioOnClosedChannel)
+        pendingPromise = nil
     }
 
     /// A half-close becomes END_STREAM: an HTTP/2 stream channel would answer
     /// `close(mode: .output)` with RST_STREAM, losing data still in flight.
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         guard mode == .output else {
+            sendPending(context)
             context.close(mode: mode, promise: promise)
             return
         }
@@ -142,6 +197,13 @@ final class HBONEStreamHandler: ChannelDuplexHandler {
             return
         }
         outputClosed = true
+        if pending != nil {
+            // The last bytes carry the END_STREAM.
+            if let promise { _ = hold(promise) }
+            sendPending(context, endStream: true)
+            context.flush()
+            return
+        }
         context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
     }
 }
