@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
-from benchlib import cpu_s, entry, envoy_binary, knobs, parse_wrk, quiet_wait, publish, rss_anon_kb, say, spread  # noqa: E402
+from benchlib import entry, envoy_binary, knobs, quiet_wait, publish, rss_anon_kb, run_wrk, say, spread  # noqa: E402
 from meshlab import ADDR, MeshLab, run  # noqa: E402
 
 K = knobs(ROOT, dur=10, conns='1,50', max_wait=120)
@@ -45,10 +45,6 @@ PATH_URL = {'weft-hbone': f'http://{ADDR_B}:8080/', 'envoy-hbone': 'http://127.0
             'envoy-h2': 'http://127.0.0.1:10002/'}
 PATH_PROXIES = {'weft-hbone': ('weftd-a', 'weftd-b'), 'envoy-hbone': ('hbone_a', 'hbone_b'),
                 'envoy-h2': ('mesh_a2', 'mesh_b2')}
-
-
-def pin(cpu):
-    return (['nice', '-n', NICE] if NICE != '0' else []) + ['taskset', '-c', cpu]
 
 
 class Bench:
@@ -158,24 +154,19 @@ spec: {{node: {lab.node_name['b']}, unit: server.service, serviceAccount: server
         return self.lab.admin(node).get('proxy', {})
 
     def client_argv(self, cg, argv):
-        return ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg, 'nsenter', f'--net=/run/netns/{self.lab.netns["a"]}'] \
-            + pin('1') + argv
+        return self.lab.client_argv('a', cg, argv)
 
     def wrk(self, path, conns, dur, raw=None):
         cg = self.client_cg if path == 'weft-hbone' else self.plain_cg
         argv = self.client_argv(cg, ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', PATH_URL[path]])
         names = PATH_PROXIES[path]
         s0 = self.admin('a') if path == 'weft-hbone' else {}
-        c0 = {n: cpu_s(self.proxy_pid(n)) for n in names}
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 60)
-        c1 = {n: cpu_s(self.proxy_pid(n)) for n in names}
+        try:
+            d = run_wrk(argv, {n: self.proxy_pid(n) for n in names}, dur, raw=raw, profile=names)
+        except RuntimeError as e:
+            raise SystemExit(f'bench: {path} c={conns}: {e}')
         s1 = self.admin('a') if path == 'weft-hbone' else {}
-        if raw:
-            open(raw, 'w').write(' '.join(argv) + '\n' + r.stdout + r.stderr)
-        if r.returncode != 0 or 'Requests/sec' not in r.stdout:
-            raise SystemExit(f'bench: wrk failed on {path} c={conns}: {r.stdout}{r.stderr}')
-        d = parse_wrk(r.stdout)
-        d['cpu_us'] = [(c1[n] - c0[n]) / d['requests'] * 1e6 if d['requests'] else float('nan') for n in names]
+        d['cpu_us'] = [d['cpu_us'][n] for n in names]
         if path == 'weft-hbone':
             d['streams'] = s1.get('outboundStreams', 0) - s0.get('outboundStreams', 0)
         return d

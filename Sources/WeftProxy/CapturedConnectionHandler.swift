@@ -157,48 +157,46 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     /// `initial`: bytes already read (by protocol detection), handed on.
     private func startL7(context: ChannelHandlerContext, routed: HTTPRouteTable.Port, workload: WorkloadRef?, initial: ByteBuffer?) {
         let channel = context.channel
+        let proxy = self.proxy, netns = self.netns
         do {
-            let proxy = self.proxy, netns = self.netns
-            do {
+            let ops = context.pipeline.syncOperations
+            // Writes go out once per event-loop tick, after every connection that was ready has
+            // been read (Envoy's dispatcher does the same): fewer wake-ups of the peers.
+            try ops.addHandler(FlushCoalescer())
+            try ops.addHandler(HTTPVersionSniffer { context, version in
                 let ops = context.pipeline.syncOperations
-                // Writes go out once per event-loop tick, after every connection that was ready has
-                // been read (Envoy's dispatcher does the same): fewer wake-ups of the peers.
-                try ops.addHandler(FlushCoalescer())
-                try ops.addHandler(HTTPVersionSniffer { context, version in
-                    let ops = context.pipeline.syncOperations
-                    switch version {
-                    case .http1:
-                        try ops.addHandlers([
-                            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
-                            HTTPResponseEncoder(),
-                            HTTPRouter(proxy: proxy, netns: netns, role: .source(service: routed, workload: workload)),
-                        ])
-                    case .http2:
-                        // One router per stream; their upstreams are shared, and closed with the connection.
-                        let upstreams = UpstreamCache(maxEndpoints: 8, maxPerEndpoint: 16)
-                        let channel = context.channel
-                        let bound = NIOLoopBound(upstreams, eventLoop: channel.eventLoop)
-                        channel.closeFuture.whenComplete { _ in bound.value.closeAll() }
-                        _ = try ops.configureHTTP2Pipeline(mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()) { stream in
-                            stream.eventLoop.makeCompletedFuture {
-                                try stream.pipeline.syncOperations.addHandlers([
-                                    HTTP2FramePayloadToHTTP1ServerCodec(),
-                                    HTTPRouter(proxy: proxy, netns: netns, role: .source(service: routed, workload: workload),
-                                               sharedUpstreams: bound.value),
-                                ])
-                            }
+                switch version {
+                case .http1:
+                    try ops.addHandlers([
+                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
+                        HTTPResponseEncoder(),
+                        HTTPRouter(proxy: proxy, netns: netns, role: .source(service: routed, workload: workload)),
+                    ])
+                case .http2:
+                    // One router per stream; their upstreams are shared, and closed with the connection.
+                    let upstreams = UpstreamCache(maxEndpoints: 8, maxPerEndpoint: 16)
+                    let channel = context.channel
+                    let bound = NIOLoopBound(upstreams, eventLoop: channel.eventLoop)
+                    channel.closeFuture.whenComplete { _ in bound.value.closeAll() }
+                    _ = try ops.configureHTTP2Pipeline(mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()) { stream in
+                        stream.eventLoop.makeCompletedFuture {
+                            try stream.pipeline.syncOperations.addHandlers([
+                                HTTP2FramePayloadToHTTP1ServerCodec(),
+                                HTTPRouter(proxy: proxy, netns: netns, role: .source(service: routed, workload: workload),
+                                           sharedUpstreams: bound.value),
+                            ])
                         }
                     }
-                })
-                if let initial {
-                    context.fireChannelRead(NIOAny(initial))
-                    context.fireChannelReadComplete()
                 }
-                ops.removeHandler(context: context, promise: nil)
-                channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
-            } catch {
-                Self.reset(channel)
+            })
+            if let initial {
+                context.fireChannelRead(NIOAny(initial))
+                context.fireChannelReadComplete()
             }
+            ops.removeHandler(context: context, promise: nil)
+            channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
+        } catch {
+            Self.reset(channel)
         }
     }
 

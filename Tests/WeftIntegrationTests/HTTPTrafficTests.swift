@@ -207,9 +207,18 @@ struct HTTPTrafficTests {
     }
 
     /// httpecho's `/__stats`: requests received (itself not counted) and the last of them.
+    /// httpecho's `/__stats`: what it received, and the concurrency it saw.
     struct Stats: Decodable {
         var count: Int
         var last: Echo?
+        var active: Int?
+        /// The most requests it was ever answering at once.
+        var maxActive: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case count, last, active
+            case maxActive = "max_active"
+        }
     }
 
     /// Reads a backend's `/__stats` from its node's netns, outside every workload

@@ -135,29 +135,6 @@ struct TrafficPolicyTests {
         return parts.joined(separator: "; ")
     }
 
-    /// httpecho's `/__stats` with the concurrency it saw.
-    struct Load: Decodable {
-        var count: Int
-        var active: Int?
-        /// The most requests it was ever answering at once.
-        var maxActive: Int?
-
-        enum CodingKeys: String, CodingKey {
-            case count, active
-            case maxActive = "max_active"
-        }
-    }
-
-    /// As HTTPTrafficTests.stats, with `max_active`.
-    static func load(_ node: TestNode, port: Int = 8080) async throws -> Load {
-        let r = await Command.runAsync(["nsenter", "--net=/run/netns/\(node.netns)", "curl", "-sS", "--noproxy", "*",
-                                        "--max-time", "5", "http://127.0.0.1:\(port)/__stats"], timeout: 10)
-        guard r.succeeded, let load = try? JSONDecoder().decode(Load.self, from: Data(r.stdout.utf8)) else {
-            throw HarnessError("cannot read /__stats of the backend on port \(port) of node \(node.name): \(r)")
-        }
-        return load
-    }
-
     /// Waits until `node` runs a snapshot at least as new as weft-control's
     /// current one: everything applied so far (the DestinationRules) is in
     /// force in its proxy.
@@ -541,11 +518,11 @@ struct TrafficPolicyTests {
             // HTTP, http2MaxRequests 2 and http1MaxPendingRequests 1: of 8
             // concurrent requests of 1 s, 2 are in flight and 1 waits; the rest
             // are answered 503 UO at once, never forwarded.
-            let before = try await Self.load(n[1])
+            let before = try await H.stats(n[1])
             let burst = try await H.requests(n[0], from: frontend, "http://\(Self.paymentsVIP)/slow/charge", count: 8,
                                              ["--workers", "8", "--timeout", "10", "--sequence", "--tally-header", H.flagsHeader],
                                              timeout: 40)
-            let after = try await Self.load(n[1])
+            let after = try await H.stats(n[1])
             let overflowAfterHTTP = try await n[0].proxyCounter("circuitBreakerOverflow")
             let answers = try Self.answers(burst)
             let served = burst.count(200), refused = burst.count(503)
@@ -576,7 +553,7 @@ struct TrafficPolicyTests {
             // The same backend through a Service without a rule: all 8 at once.
             let unlimited = try await H.requests(n[0], from: frontend, "http://\(Self.paymentsOpenVIP)/slow/charge", count: 8,
                                                  ["--workers", "8", "--timeout", "10", "--timing"], timeout: 40)
-            let peak = try await Self.load(n[1]).maxActive ?? 0
+            let peak = try await H.stats(n[1]).maxActive ?? 0
             print("no DestinationRule, 8 concurrent requests of 1 s: \(unlimited.statuses) in \(H.seconds(unlimited.elapsed?.total)); at most \(peak) at once")
             #expect(unlimited.count(200) == 8 && unlimited.errors.isEmpty, "\(unlimited.statuses) \(unlimited.errors)")
             #expect(peak > 2, "without a connection pool the backend runs more than 2 at once: \(peak)")

@@ -43,6 +43,12 @@ class MeshLab:
             return []
         return (['nice', '-n', self.nice] if self.nice != '0' else []) + ['taskset', '-c', cpu]
 
+    def client_argv(self, node, cgroup, argv, cpu='1'):
+        """argv as a client: in `cgroup` (a meshed workload's, or one outside the mesh), in node's
+        netns, pinned to `cpu`; run to completion by the caller."""
+        return ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup,
+                'nsenter', f'--net=/run/netns/{self.netns[node]}'] + self.pin(cpu) + argv
+
     def spawn(self, name, node, argv, cgroup=None, cpu=None):
         """argv inside node's netns (and cgroup), output to <log_dir>/<name>.log. The pid is the
         program's own: sh, nsenter, nice and taskset all exec."""

@@ -10,6 +10,17 @@
 /// proxy would misread is ever parsed as HTTP.
 public enum AppProtocol: String, CaseIterable, Hashable, Sendable {
     case http, http2, grpc, tcp, auto
+
+    /// A port's protocol as a node snapshot carries it (nil: not one of these).
+    public init?(snapshotValue: String) {
+        self.init(rawValue: snapshotValue.lowercased())
+    }
+
+    /// Handled at L7 by the proxy without a route.
+    public var isHTTP: Bool { self == .http || self == .http2 || self == .grpc }
+
+    /// Spoken to in HTTP/2 (prior knowledge).
+    public var isHTTP2: Bool { self == .http2 || self == .grpc }
 }
 
 /// `spec` of a Namespace: whether its workloads are captured into the mesh.

@@ -49,7 +49,7 @@ public final class HTTPRouteTable: Sendable {
             if let a = p.addresses.first { s.addressByWorkload["\(p.namespace)/\(p.name)"] = a }
         }
         for w in snapshot.workloads {
-            let ports = w.ports.filter { Self.http2Protocols.contains($0.protocol_.lowercased()) }.compactMap { UInt16(exactly: $0.port) }
+            let ports = w.ports.filter { AppProtocol(snapshotValue: $0.protocol_)?.isHTTP2 == true }.compactMap { UInt16(exactly: $0.port) }
             guard !ports.isEmpty, let ns = try? NamespaceName(w.namespace), let name = try? WorkloadName(w.name) else { continue }
             s.http2Ports[WorkloadRef(namespace: ns, name: name)] = Set(ports)
         }
@@ -69,15 +69,15 @@ public final class HTTPRouteTable: Sendable {
                 }
                 guard let port = UInt16(exactly: p.port) else { continue }
                 var compiled = CompiledRoutes(routes: routes, namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
-                let declared = p.protocol_.lowercased()
-                if compiled.isEmpty, Self.l7Protocols.contains(declared) || declared == "auto" {
+                let declared = AppProtocol(snapshotValue: p.protocol_)
+                if compiled.isEmpty, declared?.isHTTP == true || declared == .auto {
                     // A port declared HTTP, HTTP/2 or gRPC is handled at L7 without a route too
                     // (requests reported, retried by none, HTTP/2 and gRPC understood), as if a
                     // route sent every request to the Service itself. Istio treats declared ports so;
                     // an undeclared one only once its first bytes turn out to be HTTP.
                     let implicit = CompiledRoutes(routes: [Self.implicitRoute(namespace: svc.namespace, service: svc.name, port: port)],
                                                   namespace: svc.namespace, service: svc.name, port: port, portName: p.name)
-                    if declared == "auto" {
+                    if declared == .auto {
                         s.detected[ServiceTable.Key(address: vip, port: port)] = Port(namespace: svc.namespace, service: svc.name,
                                                                                     port: port, routes: implicit)
                         continue
@@ -114,8 +114,6 @@ public final class HTTPRouteTable: Sendable {
         state.withLock { $0.addressByWorkload["\(workload.namespace.rawValue)/\(workload.name.rawValue)"] }
     }
 
-    static let http2Protocols: Set<String> = ["http2", "grpc"]
-    static let l7Protocols: Set<String> = ["http", "http2", "grpc"]
 
     /// The route a declared HTTP port without an HTTPRoute gets: everything to the Service.
     static func implicitRoute(namespace: String, service: String, port: UInt16) -> RouteSource {

@@ -1001,14 +1001,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.leaveEndpoint()
             if let upstream = exchange.upstream {
                 exchange.upstream = nil
-                if !park(upstream, exchange) {
-                    // Done with this upstream: end our side (END_STREAM on an HBONE
-                    // stream, FIN on TCP) and let the peer end its own, so the
-                    // stream finishes cleanly instead of being reset; close it
-                    // anyway if the peer does not.
-                    upstream.close(mode: .output, promise: nil)
-                    upstream.eventLoop.scheduleTask(in: .seconds(5)) { upstream.close(promise: nil) }
-                }
+                // Done with it unless kept: ended gently (our side first), so a stream is not reset.
+                if !park(upstream, exchange) { UpstreamCache.endGently(upstream) }
             }
             report(exchange, flags: exchange.flags.isEmpty ? "-" : exchange.flags.joined(separator: ","))
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
@@ -1189,10 +1183,6 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func closeIdle() {
         if ownsUpstreams { upstreams.closeAll() }
-    }
-
-    static func endGently(_ channel: any Channel) {
-        UpstreamCache.endGently(channel)
     }
 
     // MARK: helpers
