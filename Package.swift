@@ -252,6 +252,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "WeftAgentTests", dependencies: ["WeftAgent"], swiftSettings: swiftSettings),
+        // The proxy's channel handlers on NIO's EmbeddedChannel: exact bytes and flushes, no sockets.
+        .testTarget(
+            name: "WeftProxyTests",
+            dependencies: [
+                "WeftProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "WeftTelemetryTests", dependencies: ["WeftTelemetry", "WeftCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "WeftIntegrationTests",

@@ -23,13 +23,22 @@ public enum HeaderValidation {
     static let tokenChars = ByteClass("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
     public static func isValidName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.allSatisfy { tokenChars.contains($0) }
+        let table = tokenChars
+        // Over the bytes in place when the string is native (every one from the wire).
+        if let valid = name.utf8.withContiguousStorageIfAvailable({ !$0.isEmpty && $0.allSatisfy { table.contains($0) } }) {
+            return valid
+        }
+        return !name.isEmpty && name.utf8.allSatisfy { table.contains($0) }
     }
 
     /// Field values: visible ASCII, obs-text, space and tab inside; no CR,
     /// LF or NUL anywhere, no leading or trailing whitespace.
     public static func isValidValue(_ value: String) -> Bool {
-        let bytes = value.utf8
+        if let valid = value.utf8.withContiguousStorageIfAvailable({ isValidValue(bytes: $0) }) { return valid }
+        return isValidValue(bytes: value.utf8)
+    }
+
+    private static func isValidValue(bytes: some BidirectionalCollection<UInt8>) -> Bool {
         if let first = bytes.first, first == 0x20 || first == 0x09 { return false }
         if let last = bytes.last, last == 0x20 || last == 0x09 { return false }
         return bytes.allSatisfy { $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }
@@ -69,6 +78,7 @@ public enum HeaderValidation {
             } else if name.equalsIgnoringASCIICase("transfer-encoding") {
                 transferEncoding = true
                 // Only chunked is understood; anything else could be read differently downstream.
+                if value.equalsIgnoringASCIICase("chunked") { continue }
                 let codings = value.lowercased().split(separator: ",").map { $0.trimmingSpaces }
                 guard codings == ["chunked"] else {
                     throw Refusal("Transfer-Encoding \"\(value.prefix(32))\" is not just chunked")
@@ -157,10 +167,23 @@ extension String {
     public func equalsIgnoringASCIICase(_ other: String) -> Bool {
         let a = utf8, b = other.utf8
         guard a.count == b.count else { return false }
+        // Native strings (all that come off the wire) are compared as two byte buffers.
+        if let result = a.withContiguousStorageIfAvailable({ x in
+            b.withContiguousStorageIfAvailable { y in Self.asciiCaseInsensitiveEqual(x, y) }
+        }), let result { return result }
         for (x, y) in zip(a, b) where x != y {
-            let lx = x >= 0x41 && x <= 0x5A ? x | 0x20 : x
-            let ly = y >= 0x41 && y <= 0x5A ? y | 0x20 : y
-            if lx != ly { return false }
+            if Self.asciiLower(x) != Self.asciiLower(y) { return false }
+        }
+        return true
+    }
+
+    @inline(__always)
+    private static func asciiLower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
+
+    /// Same-length buffers.
+    private static func asciiCaseInsensitiveEqual(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Bool {
+        for i in 0..<x.count where x[i] != y[i] {
+            if asciiLower(x[i]) != asciiLower(y[i]) { return false }
         }
         return true
     }

@@ -113,7 +113,7 @@ public final class MeshMetrics: Sendable {
     public let enabled: Bool
     private let discard: TCPSeries
 
-    struct HTTPKey: Hashable {
+    struct HTTPKey: Hashable, Sendable {
         var traffic: TrafficLabels
         var code: Int
         var grpcStatus: String
@@ -192,15 +192,63 @@ public final class MeshMetrics: Sendable {
     /// One finished HTTP request.
     public func recordRequest(_ traffic: TrafficLabels, responseCode: Int, grpcStatus: String = "", flags: String = "-",
                               durationMilliseconds: Double, requestBytes: Int, responseBytes: Int) {
+        var none = RecentSeries()
+        recordRequest(traffic, responseCode: responseCode, grpcStatus: grpcStatus, flags: flags,
+                      durationMilliseconds: durationMilliseconds, requestBytes: requestBytes, responseBytes: responseBytes,
+                      recent: &none)
+    }
+
+    /// The series a connection's requests reported to lately. They nearly
+    /// always share a few label sets, built from the same strings: comparing
+    /// those (by their storage, first) costs less than hashing every label
+    /// and looking the set up under the table's lock on each request.
+    /// Series are never dropped from the table, so a kept one stays current.
+    public struct RecentSeries: Sendable {
+        fileprivate var entries: [(key: HTTPKey, series: HTTPSeries)] = []
+        fileprivate var next = 0
+        public init() {}
+
+        fileprivate static let capacity = 4
+
+        fileprivate func find(_ key: HTTPKey) -> HTTPSeries? {
+            for e in entries where e.key == key { return e.series }
+            return nil
+        }
+
+        fileprivate mutating func keep(_ key: HTTPKey, _ series: HTTPSeries) {
+            if entries.count < Self.capacity {
+                entries.append((key, series))
+            } else {
+                entries[next] = (key, series)
+                next = (next + 1) % Self.capacity
+            }
+        }
+    }
+
+    /// One finished HTTP request, looked up first among a connection's recent series.
+    public func recordRequest(_ traffic: TrafficLabels, responseCode: Int, grpcStatus: String = "", flags: String = "-",
+                              durationMilliseconds: Double, requestBytes: Int, responseBytes: Int,
+                              recent: inout RecentSeries) {
         guard enabled else { return }
         let key = HTTPKey(traffic: traffic, code: responseCode, grpcStatus: grpcStatus, flags: flags)
-        let series = http.withLock { table -> HTTPSeries? in
-            if let s = table[key] { return s }
-            if table.count >= maxSeriesPerMetric { return nil }
-            let s = makeHTTPSeries(labels(key))
-            table[key] = s
-            return s
-        } ?? overflowHTTPSeries(key)
+        let series: HTTPSeries
+        if let kept = recent.find(key) {
+            series = kept
+        } else {
+            if let held = http.withLock({ table -> HTTPSeries? in
+                if let s = table[key] { return s }
+                if table.count >= maxSeriesPerMetric { return nil }
+                let s = makeHTTPSeries(labels(key))
+                table[key] = s
+                return s
+            }) {
+                series = held
+                recent.keep(key, held)
+            } else {
+                // Folded past the cap: counted as overflow each time, so never kept.
+                series = overflowHTTPSeries(key)
+            }
+        }
         series.requests.increment()
         series.duration.record(durationMilliseconds)
         series.requestBytes.record(Double(requestBytes))

@@ -29,6 +29,31 @@ struct TelemetryTests {
         #expect(series.contains { $0.contains(#"source_workload="overflow""#) })
     }
 
+    @Test func aConnectionsRecentSeriesCountEveryRequestOnceAndFoldedOnesAsOverflowEachTime() {
+        let registry = PrometheusCollectorRegistry()
+        let metrics = MeshMetrics(registry: registry, maxSeriesPerMetric: 3)
+        var recent = MeshMetrics.RecentSeries()
+        // Six label sets in turn through one cache of four: kept, evicted, looked up again; three fold.
+        let sets = (0..<6).map { Self.traffic("w\($0)") }
+        for round in 0..<100 {
+            for t in sets {
+                metrics.recordRequest(t, responseCode: round % 10 == 9 ? 503 : 200, durationMilliseconds: 1,
+                                      requestBytes: 1, responseBytes: 1, recent: &recent)
+            }
+        }
+        let text = registry.emitToString()
+        let series = text.split(separator: "\n").filter { $0.hasPrefix("istio_requests_total{") }
+        let total = series.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        #expect(total == 600, "\(series)")
+        #expect(series.contains { $0.contains(#"source_workload="w0""#) && $0.contains(#"response_code="200""#) && $0.hasSuffix(" 90") },
+                "\(series)")
+        // 600 requests, of which only those of the three series the cap admitted were not folded.
+        let kept = series.filter { !$0.contains(#"source_workload="overflow""#) }
+            .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        #expect(text.contains(#"weft_metrics_label_overflow_total{metric="istio_requests_total"} \#(Int(600 - kept))"#),
+                "\(kept) kept: \(text.prefix(600))")
+    }
+
     @Test func requestSeriesCarryIstiosLabelsAndBuckets() {
         let registry = PrometheusCollectorRegistry()
         let metrics = MeshMetrics(registry: registry, cluster: "east")

@@ -110,8 +110,9 @@ public final class HTTPRouteTable: Sendable {
         state.withLock { $0.faults["\(namespace)/\(name)"] }
     }
 
-    func address(of workload: WorkloadRef) -> String? {
-        state.withLock { $0.addressByWorkload["\(workload.namespace.rawValue)/\(workload.name.rawValue)"] }
+    /// A workload's address, by `namespace/name` (a router keeps the key rather than build it per request).
+    func address(key: String) -> String? {
+        state.withLock { $0.addressByWorkload[key] }
     }
 
 
@@ -128,6 +129,11 @@ public final class HTTPRouteTable: Sendable {
     }
 
     func virtualIP(namespace: String, service: String) -> IPAddress? {
-        state.withLock { $0.vipByName["\(namespace)/\(service)"] }
+        virtualIP(key: "\(namespace)/\(service)")
+    }
+
+    /// By `namespace/name`.
+    func virtualIP(key: String) -> IPAddress? {
+        state.withLock { $0.vipByName[key] }
     }
 }

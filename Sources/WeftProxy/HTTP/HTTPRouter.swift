@@ -53,7 +53,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private var labels = LabelCache()
 
     /// One request in flight.
-    private final class Exchange {
+    final class Exchange {
         var keepAlive: Bool
         var requestEnded = false
         /// `Expect: 100-continue`: the client waits for a 100 before it sends the body.
@@ -386,7 +386,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             return reply(exchange, .notFound, flag: "NR", body: "no route for \(target.path)\n", close: false)
         }
         let routeNamespace = selected.route.namespace
-        let routeName = "\(routeNamespace)/\(selected.route.name)"
+        // For error messages only: not built per request.
+        var routeName: String { "\(routeNamespace)/\(selected.route.name)" }
         // The rule's filters, then the chosen backend's.
         var requestModifiers: [HTTPRouteSpec.HeaderModifier] = []
         var responseModifiers: [HTTPRouteSpec.HeaderModifier] = []
@@ -435,7 +436,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
         exchange.responseFilters = responseModifiers
         let backendNamespace = backend.backend.namespace?.rawValue ?? routeNamespace
-        guard let vip = proxy.httpRoutes.virtualIP(namespace: backendNamespace, service: backend.backend.name) else {
+        let backendKey = labels.key(namespace: backendNamespace, name: backend.backend.name)
+        guard let vip = proxy.httpRoutes.virtualIP(key: backendKey) else {
             return reply(exchange, .internalServerError, flag: nil, body: "backend Service \(backendNamespace)/\(backend.backend.name) does not exist\n", close: false)
         }
         // Faults (Istio's semantics): an abort answers without a backend; a
@@ -461,7 +463,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         if !out.contains(name: "x-request-id") { out.add(name: "x-request-id", value: requestIDs.generate()) }
         if !out.contains(name: "x-forwarded-proto") { out.add(name: "x-forwarded-proto", value: "http") }
         // The source workload's address, appended as Envoy does with use_remote_address.
-        if let workload, let address = proxy.httpRoutes.address(of: workload) {
+        if let workload, let address = proxy.httpRoutes.address(key: labels.key(workload)) {
             if out.contains(name: "x-forwarded-for") {
                 let prior = out[canonicalForm: "x-forwarded-for"].joined(separator: ", ")
                 out.replaceOrAdd(name: "x-forwarded-for", value: prior.isEmpty ? address : "\(prior), \(address)")
@@ -499,7 +501,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.workload = workload
         exchange.requestHeaders = headers
         exchange.retry = RetryPolicy(selected.rule.retry)
-        exchange.policy = proxy.trafficPolicies.service("\(backendNamespace)/\(backend.backend.name)")
+        exchange.policy = proxy.trafficPolicies.service(backendKey)
         exchange.hashKey = Self.hashKey(policy: exchange.policy, headers: headers)
         exchange.mirrors = mirrors.compactMap { m -> OriginalDestination? in
             guard RouteFilters.sampled(percent: RouteFilters.percent(m.share)) else { return nil }
@@ -817,7 +819,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             if exchange.isGRPC { t.requestProtocol = "grpc" }
             telemetry.metrics.recordRequest(t, responseCode: exchange.responseCode, grpcStatus: exchange.grpcStatus ?? "",
                                             flags: flags, durationMilliseconds: ms,
-                                            requestBytes: exchange.requestBytes, responseBytes: exchange.responseBytes)
+                                            requestBytes: exchange.requestBytes, responseBytes: exchange.responseBytes,
+                                            recent: &labels.series)
             if let log = telemetry.accessLog,
                log.shouldLog(namespace: t.reporter == .source ? t.source.namespace : t.destination.namespace) {
                 log.append(AccessLogRecord(startTime: exchange.started, durationMilliseconds: ms, traffic: t,
@@ -848,22 +851,17 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             upstream.close(promise: nil)
             return
         }
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let attempt = exchange.attempt
-        let onPart: (HTTPClientResponsePart) -> Void = { part in loopBound.value.upstreamPart(part, exchange, attempt: attempt) }
-        let onClose: () -> Void = { loopBound.value.upstreamClosed(exchange, attempt: attempt) }
-        let onReadComplete: () -> Void = { loopBound.value.context?.flush() }
+        // The relay calls this router directly: the upstream was dialled on, or kept by, its event loop.
+        precondition(upstream.eventLoop === context.eventLoop, "upstream on another event loop")
         let relay: UpstreamResponseRelay
         if let reusing {
             relay = reusing.relay
-            relay.onPart = onPart
-            relay.onClose = onClose
-            relay.onReadComplete = onReadComplete
+            relay.binding = .exchange(self, exchange, attempt: exchange.attempt)
             exchange.uses = reusing.uses + 1
             exchange.reusedUpstream = true
         } else {
-            relay = UpstreamResponseRelay(onPart: onPart, onClose: onClose)
-            relay.onReadComplete = onReadComplete
+            relay = UpstreamResponseRelay()
+            relay.binding = .exchange(self, exchange, attempt: exchange.attempt)
             do {
                 if exchange.upstreamIsH2Stream {
                     // The stream's codec (H2Upstream.openStream) already speaks HTTP parts.
@@ -903,7 +901,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: responses
 
-    private func upstreamPart(_ part: HTTPClientResponsePart, _ exchange: Exchange, attempt: Int) {
+    fileprivate func upstreamPart(_ part: HTTPClientResponsePart, _ exchange: Exchange, attempt: Int) {
         guard let context, current === exchange, exchange.attempt == attempt, exchange.upstream != nil else { return }
         switch part {
         case .head(var head):
@@ -1010,7 +1008,12 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func upstreamClosed(_ exchange: Exchange, attempt: Int) {
+    /// The upstream's read ended: what it brought goes to the client in one flush.
+    fileprivate func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    fileprivate func upstreamClosed(_ exchange: Exchange, attempt: Int) {
         guard current === exchange, exchange.attempt == attempt, exchange.upstream != nil else { return }
         if !exchange.responseStarted, exchange.reusedUpstream, exchange.replayable {
             // A kept connection the backend had closed meanwhile (its idle
@@ -1285,10 +1288,25 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// `headers` without the hop-by-hop ones and those Connection names; the
     /// same storage when there are none (the common case: nothing is copied).
     static func forwardable(_ headers: HTTPHeaders) -> HTTPHeaders {
-        // Only a Connection header can name more to drop, and it is hop-by-hop itself.
-        guard headers.contains(where: { HeaderValidation.isHopByHopName($0.name) }) else { return headers }
-        let named = HeaderValidation.connectionTokens(headers.lazy.map { (name: $0.name, value: $0.value) })
-        return HTTPHeaders(headers.filter { !HeaderValidation.isHopByHop($0.name, named: named) }.map { ($0.name, $0.value) })
+        // Nearly every message has none or one or two (Connection: keep-alive, Transfer-Encoding):
+        // those are removed from a copy by name, without rebuilding the list.
+        var found: (String?, String?) = (nil, nil)
+        var more = false
+        for (name, value) in headers where HeaderValidation.isHopByHopName(name) {
+            // Only a Connection header can name more to drop, and it is hop-by-hop itself.
+            if name.utf8.count == 10, name.equalsIgnoringASCIICase("connection"),
+               !value.equalsIgnoringASCIICase("keep-alive"), !value.equalsIgnoringASCIICase("close") { more = true }
+            if found.0 == nil { found.0 = name } else if found.1 == nil, !name.equalsIgnoringASCIICase(found.0!) { found.1 = name } else { more = true }
+        }
+        guard let first = found.0 else { return headers }
+        if more {
+            let named = HeaderValidation.connectionTokens(headers.lazy.map { (name: $0.name, value: $0.value) })
+            return HTTPHeaders(headers.filter { !HeaderValidation.isHopByHop($0.name, named: named) }.map { ($0.name, $0.value) })
+        }
+        var out = headers
+        out.remove(name: first)
+        if let second = found.1 { out.remove(name: second) }
+        return out
     }
 
     static func clientPart(_ part: HTTPServerRequestPart) -> NIOAny {
@@ -1315,6 +1333,25 @@ struct LabelCache {
     private var sourceLabels: PeerLabels?
     private var lastService: (namespace: String, name: String, labels: ServiceLabels)?
     private var lastDestination: (ref: WorkloadRef, labels: PeerLabels)?
+    /// The metric series these labels reported to lately.
+    var series = MeshMetrics.RecentSeries()
+    /// `namespace/name` lookup keys of the last backend and source workload, made once.
+    private var lastKey: (namespace: String, name: String, key: String)?
+    private var workloadKey: (ref: WorkloadRef, key: String)?
+
+    mutating func key(namespace: String, name: String) -> String {
+        if let last = lastKey, last.namespace == namespace, last.name == name { return last.key }
+        let made = "\(namespace)/\(name)"
+        lastKey = (namespace, name, made)
+        return made
+    }
+
+    mutating func key(_ workload: WorkloadRef) -> String {
+        if let held = workloadKey, held.ref == workload { return held.key }
+        let made = "\(workload.namespace.rawValue)/\(workload.name.rawValue)"
+        workloadKey = (workload, made)
+        return made
+    }
 
     mutating func source(_ workload: WorkloadRef?, _ proxy: NodeProxy) -> PeerLabels {
         if let sourceLabels { return sourceLabels }
@@ -1362,26 +1399,46 @@ final class MirrorSink: ChannelInboundHandler {
 /// The upstream side of one request: response parts go to the router.
 final class UpstreamResponseRelay: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
-    /// Rebound for each request when the connection is reused.
-    var onPart: (HTTPClientResponsePart) -> Void
-    var onClose: () -> Void
-    var onReadComplete: () -> Void = {}
 
-    init(onPart: @escaping (HTTPClientResponsePart) -> Void, onClose: @escaping () -> Void) {
-        self.onPart = onPart
-        self.onClose = onClose
+    /// Where the connection's responses go: the exchange of the request it
+    /// carries (rebound for each request when the connection is reused), or
+    /// the cache that keeps it idle. A stored value rather than closures, so
+    /// that rebinding per request allocates nothing. Everything here runs on
+    /// the event loop of the router and the cache, which dialled the upstream.
+    enum Binding {
+        case exchange(HTTPRouter, HTTPRouter.Exchange, attempt: Int)
+        case idle(UpstreamCache, UpstreamKey, IdleUpstream)
+        case none
     }
+    var binding: Binding = .none
+
+    init() {}
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        onPart(unwrapInboundIn(data))
+        switch binding {
+        case .exchange(let router, let exchange, let attempt):
+            router.upstreamPart(unwrapInboundIn(data), exchange, attempt: attempt)
+        case .idle:
+            // Nothing may come from an idle backend: whatever does ends the connection.
+            context.close(promise: nil)
+        case .none:
+            break
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        onReadComplete()
+        if case .exchange(let router, _, _) = binding { router.upstreamReadComplete() }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        onClose()
+        // Unbound first: the router, exchange and cache entry are not held past the connection.
+        let was = binding
+        binding = .none
+        switch was {
+        case .exchange(let router, let exchange, let attempt): router.upstreamClosed(exchange, attempt: attempt)
+        case .idle(let cache, let key, let kept): cache.forget(kept, key: key)
+        case .none: break
+        }
         context.fireChannelInactive()
     }
 

@@ -77,8 +77,9 @@ final class UpstreamCache {
     }
 
     func take(_ key: UpstreamKey) -> IdleUpstream? {
-        while var list = idle[key], let kept = list.popLast() {
-            idle[key] = list.isEmpty ? nil : list
+        // Mutated in place (a copy of the list would be made on every request otherwise).
+        while let kept = idle[key]?.popLast() {
+            if idle[key]?.isEmpty == true { idle[key] = nil }
             if kept.channel.isActive { return kept }
         }
         return nil
@@ -87,24 +88,20 @@ final class UpstreamCache {
     /// Keeps `kept` unless the cache is full. While idle, anything from the
     /// backend ends the connection; its closing takes it out of the cache.
     func park(_ kept: IdleUpstream, key: UpstreamKey) -> Bool {
-        var list = idle[key] ?? []
-        if list.isEmpty, idle.count >= maxEndpoints { return false }
-        if list.count >= maxPerEndpoint {
-            let older = list.removeFirst()
+        let held = idle[key]?.count ?? 0
+        if held == 0, idle.count >= maxEndpoints { return false }
+        if held >= maxPerEndpoint, let older = idle[key]?.removeFirst() {
             Self.endGently(older.channel)
         }
-        list.append(kept)
-        idle[key] = list
-        let channel = kept.channel
-        kept.relay.onPart = { _ in channel.close(promise: nil) }
-        kept.relay.onReadComplete = {}
-        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        kept.relay.onClose = {
-            let cache = bound.value
-            cache.idle[key]?.removeAll { $0 === kept }
-            if cache.idle[key]?.isEmpty == true { cache.idle[key] = nil }
-        }
+        idle[key, default: []].append(kept)
+        kept.relay.binding = .idle(self, key, kept)
         return true
+    }
+
+    /// A kept connection closed: it is no longer offered.
+    func forget(_ kept: IdleUpstream, key: UpstreamKey) {
+        idle[key]?.removeAll { $0 === kept }
+        if idle[key]?.isEmpty == true { idle[key] = nil }
     }
 
     /// The HTTP/2 connection to an endpoint, opened by `connect` when there

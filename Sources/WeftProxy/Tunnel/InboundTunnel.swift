@@ -89,7 +89,7 @@ final class InboundTunnelServer: Sendable {
         })
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(tls)
-        try sync.addHandler(FlushCoalescer())
+        try sync.addHandler(FlushCoalescer(joinWrites: true))
         try sync.addHandler(HandshakeFailureCounter(stats: stats, logger: proxy.logger, remote: remote))
         _ = try sync.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: HBONE.connection, streamConfiguration: HBONE.stream

@@ -160,7 +160,7 @@ final class TunnelPool: Sendable {
                                 }
                             }
                         })
-                    try channel.pipeline.syncOperations.addHandlers([tls, FlushCoalescer()])
+                    try channel.pipeline.syncOperations.addHandlers([tls, FlushCoalescer(joinWrites: true)])
                 }
             }
             .connect(to: tunnel)

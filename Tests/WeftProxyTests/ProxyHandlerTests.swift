@@ -1,0 +1,103 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+@testable import WeftProxy
+
+@Suite("Proxy channel handlers: flush and write coalescing, forwarded headers")
+struct ProxyHandlerTests {
+    static func bytes(_ s: String, _ channel: EmbeddedChannel) -> ByteBuffer {
+        channel.allocator.buffer(string: s)
+    }
+
+    static func outbound(_ channel: EmbeddedChannel) throws -> [String] {
+        var out: [String] = []
+        while let b = try channel.readOutbound(as: ByteBuffer.self) { out.append(String(buffer: b)) }
+        return out
+    }
+
+    @Test func aTicksSmallWritesLeaveAsOneBufferAtTheEndOfTheTickWithEveryPromiseKept() throws {
+        let channel = EmbeddedChannel(handler: FlushCoalescer(joinWrites: true))
+        defer { _ = try? channel.finish() }
+        var done: [EventLoopFuture<Void>] = []
+        for part in ["HEADERS", "DATA-1", "HEADERS", "DATA-2"] {
+            let p = channel.eventLoop.makePromise(of: Void.self)
+            channel.write(Self.bytes(part, channel), promise: p)
+            done.append(p.futureResult)
+        }
+        channel.flush()
+        // Deferred to the end of the tick: nothing has gone yet.
+        #expect(try Self.outbound(channel).isEmpty)
+        channel.embeddedEventLoop.run()
+        #expect(try Self.outbound(channel) == ["HEADERSDATA-1HEADERSDATA-2"])
+        for f in done { try f.wait() }
+
+        // The next tick's writes join in the kept buffer, not in what was sent.
+        channel.write(Self.bytes("x", channel), promise: nil)
+        channel.write(Self.bytes("y", channel), promise: nil)
+        channel.flush()
+        channel.embeddedEventLoop.run()
+        #expect(try Self.outbound(channel) == ["xy"])
+    }
+
+    @Test func aWriteTooLargeToJoinGoesUncopiedAfterTheJoinedOnesInOrder() throws {
+        let channel = EmbeddedChannel(handler: FlushCoalescer(joinWrites: true))
+        defer { _ = try? channel.finish() }
+        let large = String(repeating: "L", count: FlushCoalescer.joinLimit)
+        channel.write(Self.bytes("a", channel), promise: nil)
+        channel.write(Self.bytes("b", channel), promise: nil)
+        channel.write(Self.bytes(large, channel), promise: nil)
+        channel.write(Self.bytes("c", channel), promise: nil)
+        channel.flush()
+        channel.embeddedEventLoop.run()
+        #expect(try Self.outbound(channel) == ["ab", large, "c"])
+
+        // Joined up to the limit, and no further.
+        let half = String(repeating: "h", count: FlushCoalescer.joinLimit / 2)
+        for _ in 0..<3 { channel.write(Self.bytes(half, channel), promise: nil) }
+        channel.flush()
+        channel.embeddedEventLoop.run()
+        #expect(try Self.outbound(channel) == [half + half, half])
+    }
+
+    @Test func withoutJoiningEachWriteStaysItsOwnButTheFlushStillWaitsForTheTick() throws {
+        let channel = EmbeddedChannel(handler: FlushCoalescer())
+        defer { _ = try? channel.finish() }
+        channel.write(Self.bytes("a", channel), promise: nil)
+        channel.write(Self.bytes("b", channel), promise: nil)
+        channel.flush()
+        channel.flush()
+        #expect(try Self.outbound(channel).isEmpty)
+        channel.embeddedEventLoop.run()
+        #expect(try Self.outbound(channel) == ["a", "b"])
+    }
+
+    @Test func whatWasJoinedGoesOutBeforeTheConnectionsOutputCloses() throws {
+        let channel = EmbeddedChannel(handler: FlushCoalescer(joinWrites: true))
+        channel.write(Self.bytes("last", channel), promise: nil)
+        channel.write(Self.bytes("-frame", channel), promise: nil)
+        channel.flush()
+        try channel.close().wait()
+        #expect(try Self.outbound(channel) == ["last-frame"])
+    }
+
+    @Test func hopByHopHeadersAreDroppedAndEverythingElseKeptInOrder() {
+        let cases: [([(String, String)], [String])] = [
+            // Nothing hop-by-hop: the same headers.
+            ([("Host", "a"), ("X-A", "1")], ["Host", "X-A"]),
+            // The usual one or two, in any case.
+            ([("Host", "a"), ("Connection", "keep-alive"), ("X-A", "1")], ["Host", "X-A"]),
+            ([("Transfer-Encoding", "chunked"), ("Host", "a"), ("KEEP-ALIVE", "5"), ("X-A", "1")], ["Host", "X-A"]),
+            ([("connection", "Close"), ("te", "trailers")], []),
+            // A Connection header naming another one.
+            ([("Host", "a"), ("Connection", "keep-alive, X-Secret"), ("x-secret", "s"), ("X-A", "1")], ["Host", "X-A"]),
+            // Three distinct, or one repeated.
+            ([("Upgrade", "h2c"), ("TE", "trailers"), ("Proxy-Authorization", "x"), ("X-A", "1")], ["X-A"]),
+            ([("Keep-Alive", "1"), ("X-A", "1"), ("keep-alive", "2")], ["X-A"]),
+        ]
+        for (given, kept) in cases {
+            let out = HTTPRouter.forwardable(HTTPHeaders(given))
+            #expect(out.map(\.name) == kept, "\(given)")
+        }
+    }
+}
