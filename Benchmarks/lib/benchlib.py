@@ -115,44 +115,65 @@ def ms(tok):
     return float(m.group(1)) * UNIT[m.group(2)]
 
 
+def perf_start(pids, profile, raw):
+    """With PERF=1 (and `raw`, a run's output file): `perf record -g` of the processes named in
+    `profile` (of `pids`, name -> pid) into perf_<raw>.data, and `perf stat` of their system calls
+    and context switches into perfstat_<raw>.txt. Returns what perf_stop needs (None: no profiling)."""
+    import subprocess
+    if os.environ.get('PERF') != '1' or not raw or not profile:
+        return None
+    ids = ','.join(str(pids[n]) for n in profile)
+    base, name = os.path.split(raw)
+    stem = os.path.splitext(name)[0].replace('wrk_', '', 1)
+    stat_file = os.path.join(base, f'perfstat_{stem}.txt')
+    procs = [subprocess.Popen(['perf', 'record', '-q', '-F', '1999', '-g', '-p', ids, '-o',
+                               os.path.join(base, f'perf_{stem}.data')],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+             subprocess.Popen(['perf', 'stat', '-x', ',', '-e', 'raw_syscalls:sys_enter,context-switches',
+                               '-p', ids, '-o', stat_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    # perf's own start-up second is before the measured run starts.
+    time.sleep(1)
+    return procs, stat_file
+
+
+def perf_stop(handle):
+    """Ends perf_start's profiling; returns perf stat's counts (event -> count)."""
+    if not handle:
+        return {}
+    procs, stat_file = handle
+    for p in procs:
+        p.send_signal(2)
+    for p in procs:
+        p.wait(timeout=60)
+    counts = {}
+    for ln in open(stat_file):
+        f = ln.strip().split(',')
+        if len(f) > 2 and f[0].isdigit():
+            counts[f[2]] = int(f[0])
+    return counts
+
+
 def run_wrk(argv, pids, dur, raw=None, profile=()):
     """Runs wrk (`argv`, a wrk command line) and returns parse_wrk's figures plus `cpu_us`: the CPU
     µs per request of each process of `pids` (name -> pid), from /proc over the run. `raw`: where
     the command and wrk's output go. With PERF=1 (and `raw`), the processes named in `profile` are
-    sampled by `perf record -g` into perf_<raw>.data while wrk runs, and their system calls and
-    context switches counted by `perf stat`, into the figures as `*_per_req`."""
+    profiled (perf_start) while wrk runs, and their system calls and context switches per request
+    are in the figures as `*_per_req`."""
     import subprocess
-    perf = []
-    if os.environ.get('PERF') == '1' and raw and profile:
-        # perf's own start-up second is before the CPU figures are taken.
-        ids = ','.join(str(pids[n]) for n in profile)
-        base, name = os.path.split(raw)
-        stem = os.path.splitext(name)[0].replace('wrk_', '', 1)
-        stat_file = os.path.join(base, f'perfstat_{stem}.txt')
-        perf = [subprocess.Popen(['perf', 'record', '-q', '-F', '1999', '-g', '-p', ids, '-o',
-                                  os.path.join(base, f'perf_{stem}.data')],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                subprocess.Popen(['perf', 'stat', '-x', ',', '-e', 'raw_syscalls:sys_enter,context-switches',
-                                  '-p', ids, '-o', stat_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-        time.sleep(1)
+    perf = perf_start(pids, profile, raw)
     c0 = {n: cpu_s(pid) for n, pid in pids.items()}
     r = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 60)
     c1 = {n: cpu_s(pid) for n, pid in pids.items()}
-    for p in perf:
-        p.send_signal(2)
-    for p in perf:
-        p.wait(timeout=60)
+    counts = perf_stop(perf)
     if raw:
         open(raw, 'w').write(' '.join(argv) + '\n' + r.stdout + r.stderr)
     if r.returncode != 0 or 'Requests/sec' not in r.stdout:
         raise RuntimeError(f'wrk failed: {r.stdout}{r.stderr}')
     d = parse_wrk(r.stdout)
     d['cpu_us'] = {n: (c1[n] - c0[n]) / d['requests'] * 1e6 if d['requests'] else float('nan') for n in pids}
-    if perf:
-        for ln in open(stat_file):
-            f = ln.strip().split(',')
-            if len(f) > 2 and f[0].isdigit() and d['requests']:
-                d[f'{f[2]}_per_req'] = int(f[0]) / d['requests']
+    if perf and d['requests']:
+        for event, n in counts.items():
+            d[f'{event}_per_req'] = n / d['requests']
         say('  perf: ' + ', '.join(f'{k} {v:.2f}' for k, v in d.items() if k.endswith('_per_req')))
     return d
 

@@ -200,6 +200,10 @@ enum HBONE {
     static var connection: NIOHTTP2Handler.ConnectionConfiguration {
         var c = NIOHTTP2Handler.ConnectionConfiguration()
         c.initialSettings = settings
+        // The window NIOHTTP2 keeps topping up as data is read. Left at HTTP/2's 64 KiB, the
+        // large window granted at the start was used up once and then a bulk transfer ran on
+        // 64 KiB per round trip, with a WINDOW_UPDATE (and a wake-up of the sender) every 32 KiB.
+        c.targetWindowSize = connectionWindow
         return c
     }
 
