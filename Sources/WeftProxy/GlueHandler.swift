@@ -17,18 +17,29 @@ final class GlueHandler: ChannelDuplexHandler {
     private var pendingRead = false
     private var inputEnded = false
     private let onBytes: (@Sendable (Int) -> Void)?
+    private let activity: RelayActivity?
 
-    private init(onBytes: (@Sendable (Int) -> Void)?) {
+    private init(onBytes: (@Sendable (Int) -> Void)?, activity: RelayActivity?) {
         self.onBytes = onBytes
+        self.activity = activity
     }
 
     /// `first` is installed on the downstream (workload) side, `second` on the upstream.
+    /// `activity`: counts the bytes read on either side, for an idle timeout.
     static func matchedPair(downstreamBytes: (@Sendable (Int) -> Void)? = nil,
-                            upstreamBytes: (@Sendable (Int) -> Void)? = nil) -> (GlueHandler, GlueHandler) {
-        let a = GlueHandler(onBytes: downstreamBytes), b = GlueHandler(onBytes: upstreamBytes)
+                            upstreamBytes: (@Sendable (Int) -> Void)? = nil,
+                            activity: RelayActivity? = nil) -> (GlueHandler, GlueHandler) {
+        let a = GlueHandler(onBytes: downstreamBytes, activity: activity)
+        let b = GlueHandler(onBytes: upstreamBytes, activity: activity)
         a.partner = b
         b.partner = a
         return (a, b)
+    }
+
+    /// The relay was idle too long: both sides close.
+    func idleTimedOut() {
+        context?.close(promise: nil)
+        partner?.partnerClose()
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -43,6 +54,7 @@ final class GlueHandler: ChannelDuplexHandler {
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        activity?.reads &+= 1
         if let onBytes { onBytes(unwrapInboundIn(data).readableBytes) }
         partner?.partnerWrite(data)
     }
@@ -68,11 +80,6 @@ final class GlueHandler: ChannelDuplexHandler {
                 Self.finish(context)
                 partner?.partnerFinish()
             }
-            return
-        }
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-            partner?.partnerClose()
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -141,5 +148,44 @@ final class GlueHandler: ChannelDuplexHandler {
             pendingRead = false
             context?.read()
         }
+    }
+}
+
+/// A relay's idle timeout (Envoy's tcp_proxy `idle_timeout`: no byte either
+/// way for that long closes both sides). Reads are counted and the count
+/// looked at four times per timeout, so a relay closes between 1 and 1.25
+/// timeouts after its last byte. NIO's IdleStateHandler does the same by
+/// making a promise for every write, which showed in the tunnel's profile.
+final class RelayActivity {
+    fileprivate(set) var reads = 0
+    private var seen = 0
+    private var quietChecks = 0
+    private var task: RepeatedTask?
+    static let checksPerTimeout = 4
+
+    init() {}
+
+    /// Checks until `stop`; `expired` runs once the relay was quiet for `timeout`.
+    func start(on loop: any EventLoop, timeout: TimeAmount, expired: @escaping () -> Void) {
+        let every = TimeAmount.nanoseconds(max(timeout.nanoseconds / Int64(Self.checksPerTimeout), 1_000_000))
+        let bound = NIOLoopBound((self, expired), eventLoop: loop)
+        task = loop.scheduleRepeatedTask(initialDelay: every, delay: every) { _ in
+            let (activity, expired) = bound.value
+            if activity.reads != activity.seen {
+                activity.seen = activity.reads
+                activity.quietChecks = 0
+                return
+            }
+            activity.quietChecks += 1
+            if activity.quietChecks >= Self.checksPerTimeout {
+                activity.stop()
+                expired()
+            }
+        }
+    }
+
+    func stop() {
+        task?.cancel()
+        task = nil
     }
 }

@@ -184,6 +184,7 @@ extension NodeProxy {
                upstream: any Channel, meter: ConnectionMeter? = nil, removing context: ChannelHandlerContext) throws {
         let stats = self.stats
         let idle = config.idleTimeout
+        let activity = RelayActivity()
         let (down, up) = GlueHandler.matchedPair(
             downstreamBytes: { n in
                 stats.bytesFromWorkloads.add(n, ordering: .relaxed)
@@ -192,14 +193,19 @@ extension NodeProxy {
             upstreamBytes: { n in
                 stats.bytesToWorkloads.add(n, ordering: .relaxed)
                 meter?.response(n)
-            })
+            },
+            activity: activity)
         if let meter {
             downstream.closeFuture.whenComplete { _ in meter.closed() }
         }
-        try upstream.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: idle), up])
+        try upstream.pipeline.syncOperations.addHandler(up)
         let ops = context.pipeline.syncOperations
-        try ops.addHandlers(downstreamHandlers + [IdleStateHandler(allTimeout: idle), down])
+        try ops.addHandlers(downstreamHandlers + [down])
         ops.removeHandler(context: context, promise: nil)
+        // Both channels are on this event loop: the relay's handlers are called from the check.
+        activity.start(on: context.eventLoop, timeout: idle) { down.idleTimedOut() }
+        let stop = NIOLoopBound(activity, eventLoop: context.eventLoop)
+        downstream.closeFuture.whenComplete { _ in stop.value.stop() }
         // An HTTP/2 stream channel only records autoRead: the first read is
         // asked for here (a socket channel takes the extra read in its stride).
         upstream.setOption(.autoRead, value: true).whenComplete { _ in upstream.read() }

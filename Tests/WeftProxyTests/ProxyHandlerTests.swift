@@ -81,6 +81,32 @@ struct ProxyHandlerTests {
         #expect(try Self.outbound(channel) == ["last-frame"])
     }
 
+    @Test func aRelayClosesBothSidesAfterItsIdleTimeoutWithoutABytesAndNotBefore() throws {
+        let loop = EmbeddedEventLoop()
+        let activity = RelayActivity()
+        let (down, up) = GlueHandler.matchedPair(activity: activity)
+        let downstream = EmbeddedChannel(handler: down, loop: loop)
+        let upstream = EmbeddedChannel(handler: up, loop: loop)
+        defer {
+            _ = try? downstream.finish()
+            _ = try? upstream.finish()
+        }
+        try downstream.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
+        try upstream.connect(to: .init(ipAddress: "127.0.0.1", port: 2)).wait()
+        activity.start(on: loop, timeout: .seconds(4)) { down.idleTimedOut() }
+        // Bytes every 3 s, either way, for 30 s: the relay stays.
+        for i in 0..<10 {
+            loop.advanceTime(by: .seconds(3))
+            try (i % 2 == 0 ? downstream : upstream).writeInbound(downstream.allocator.buffer(string: "x"))
+            #expect(downstream.isActive && upstream.isActive, "closed at \(3 * (i + 1)) s")
+        }
+        // Then nothing: still open just under the timeout, closed within a quarter of it after.
+        loop.advanceTime(by: .milliseconds(3_900))
+        #expect(downstream.isActive && upstream.isActive)
+        loop.advanceTime(by: .milliseconds(1_100))
+        #expect(!downstream.isActive && !upstream.isActive)
+    }
+
     @Test func hopByHopHeadersAreDroppedAndEverythingElseKeptInOrder() {
         let cases: [([(String, String)], [String])] = [
             // Nothing hop-by-hop: the same headers.

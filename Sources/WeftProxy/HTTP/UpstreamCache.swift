@@ -63,7 +63,9 @@ final class H2Upstream {
 /// HTTP/1.1 client; shared by all the streams of an HTTP/2 client's
 /// connection (each stream has its own router). All on one event loop.
 final class UpstreamCache {
-    private var idle: [UpstreamKey: [IdleUpstream]] = [:]
+    /// By endpoint, at most `maxEndpoints` of them: a short list compared
+    /// key by key costs less than hashing a key (an identity URI) per request.
+    private var idle: [(key: UpstreamKey, kept: [IdleUpstream])] = []
     private var h2: [UpstreamKey: EventLoopFuture<H2Upstream>] = [:]
     /// Endpoints kept for, and connections kept per endpoint: a client
     /// rarely talks to more than a few endpoints; an HTTP/2 client's
@@ -77,31 +79,39 @@ final class UpstreamCache {
     }
 
     func take(_ key: UpstreamKey) -> IdleUpstream? {
+        guard let i = idle.firstIndex(where: { $0.key == key }) else { return nil }
         // Mutated in place (a copy of the list would be made on every request otherwise).
-        while let kept = idle[key]?.popLast() {
-            if idle[key]?.isEmpty == true { idle[key] = nil }
-            if kept.channel.isActive { return kept }
+        while let kept = idle[i].kept.popLast() {
+            if kept.channel.isActive {
+                if idle[i].kept.isEmpty { idle.remove(at: i) }
+                return kept
+            }
         }
+        idle.remove(at: i)
         return nil
     }
 
     /// Keeps `kept` unless the cache is full. While idle, anything from the
     /// backend ends the connection; its closing takes it out of the cache.
     func park(_ kept: IdleUpstream, key: UpstreamKey) -> Bool {
-        let held = idle[key]?.count ?? 0
-        if held == 0, idle.count >= maxEndpoints { return false }
-        if held >= maxPerEndpoint, let older = idle[key]?.removeFirst() {
-            Self.endGently(older.channel)
+        if let i = idle.firstIndex(where: { $0.key == key }) {
+            if idle[i].kept.count >= maxPerEndpoint {
+                Self.endGently(idle[i].kept.removeFirst().channel)
+            }
+            idle[i].kept.append(kept)
+        } else {
+            guard idle.count < maxEndpoints else { return false }
+            idle.append((key, [kept]))
         }
-        idle[key, default: []].append(kept)
         kept.relay.binding = .idle(self, key, kept)
         return true
     }
 
     /// A kept connection closed: it is no longer offered.
     func forget(_ kept: IdleUpstream, key: UpstreamKey) {
-        idle[key]?.removeAll { $0 === kept }
-        if idle[key]?.isEmpty == true { idle[key] = nil }
+        guard let i = idle.firstIndex(where: { $0.key == key }) else { return }
+        idle[i].kept.removeAll { $0 === kept }
+        if idle[i].kept.isEmpty { idle.remove(at: i) }
     }
 
     /// The HTTP/2 connection to an endpoint, opened by `connect` when there
@@ -129,8 +139,8 @@ final class UpstreamCache {
 
     /// Ends everything kept (the client connection is gone).
     func closeAll() {
-        let all = idle.values.flatMap { $0 }
-        idle = [:]
+        let all = idle.flatMap(\.kept)
+        idle = []
         for kept in all { Self.endGently(kept.channel) }
         let connections = h2.values
         h2 = [:]
