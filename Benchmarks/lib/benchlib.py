@@ -118,7 +118,9 @@ def ms(tok):
 def perf_start(pids, profile, raw):
     """With PERF=1 (and `raw`, a run's output file): `perf record -g` of the processes named in
     `profile` (of `pids`, name -> pid) into perf_<raw>.data, and `perf stat` of their system calls
-    and context switches into perfstat_<raw>.txt. Returns what perf_stop needs (None: no profiling)."""
+    and context switches into perfstat_<raw>.txt (PERF_EVENTS, comma-separated, adds events: say
+    syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait for a count per system call). Returns what
+    perf_stop needs (None: no profiling)."""
     import subprocess
     if os.environ.get('PERF') != '1' or not raw or not profile:
         return None
@@ -129,7 +131,9 @@ def perf_start(pids, profile, raw):
     procs = [subprocess.Popen(['perf', 'record', '-q', '-F', '1999', '-g', '-p', ids, '-o',
                                os.path.join(base, f'perf_{stem}.data')],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-             subprocess.Popen(['perf', 'stat', '-x', ',', '-e', 'raw_syscalls:sys_enter,context-switches',
+             subprocess.Popen(['perf', 'stat', '-x', ',', '-e',
+                               ','.join(['raw_syscalls:sys_enter,context-switches'] + ([os.environ['PERF_EVENTS']]
+                                                                                       if os.environ.get('PERF_EVENTS') else [])),
                                '-p', ids, '-o', stat_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     # perf's own start-up second is before the measured run starts.
     time.sleep(1)
