@@ -14,7 +14,7 @@ RESULTS, RUN_DIR, STAMP, COMMIT; knobs CLOSE_CONNS, KA_CONNS, QUIET, MAX_WAIT, F
 import json, os, platform, resource, signal, subprocess, sys, time, urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-from benchlib import TCK, busy_cores, cpu_s, cpu_snap, med, parse_wrk, say, spread  # noqa: E402
+from benchlib import TCK, busy_cores, cpu_s, cpu_snap, med, parse_wrk, publish, say, spread  # noqa: E402
 from benchlib import quiet_wait as _quiet_wait  # noqa: E402
 
 REPS = int(os.environ.get('REPS', '3'))
@@ -235,12 +235,7 @@ def main():
     finally:
         json.dump(res, open(f'{RUN_DIR}/results.json', 'w'), indent=1)
         if res['runs']:
-            md = summarize(res)
-            open(f'{RUN_DIR}/summary.md', 'w').write(md)
-            open(f'{RESULTS}/latest.md', 'w').write(md)
-            print()
-            print(md)
-            say(f'written: {RESULTS}/latest.md')
+            publish(summarize(res), RUN_DIR, RESULTS)
     bad = [p for p in res['problems'] if 'not proxied' in p or 'through the proxy' in p or 'not reported captured' in p]
     if bad:
         raise SystemExit('bench: capture checks failed:\n  ' + '\n  '.join(bad))

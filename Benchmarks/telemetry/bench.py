@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
-from benchlib import knobs, quiet_wait, run_wrk, say, spread  # noqa: E402
+from benchlib import knobs, publish, quiet_wait, run_wrk, say, spread  # noqa: E402
 from meshlab import ADDR, MeshLab, run  # noqa: E402
 
 K = knobs(ROOT, dur=5, conns='10', max_wait=60)
@@ -164,10 +164,8 @@ spec:
         for problem in lab.teardown():
             say(f'bench: {problem}')
 
-    md = summarize(res)
     json.dump(res, open(f'{run_dir}/results.json', 'w'), indent=1)
-    open(os.path.join(RESULTS, 'latest.md'), 'w').write(md)
-    print(md)
+    publish(summarize(res), run_dir, RESULTS)
 
 
 def summarize(res):
