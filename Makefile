@@ -2,7 +2,7 @@
 #
 #   make demo [DURATION=N]   a throwaway two-node mesh with a canary over mTLS, in the foreground
 #   make test [TEST_ARGS=…]  every test (unit and integration; integration tests need root)
-#   make bench [QUICK=1]     (QUICK=1: one short rep, printed only; CI runs it)
+#   make bench [QUICK=1]     (QUICK=1: one short rep per path, printed, committed tables kept)
 #                            the cost of capture (direct vs captured), then two node proxies with
 #                            mTLS between them, Weft against Envoy, then HTTP at L7 through one
 #                            proxy and through two node proxies, Weft against Envoy and HAProxy,
