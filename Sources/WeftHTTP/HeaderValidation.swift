@@ -93,31 +93,31 @@ public enum HeaderValidation {
 
     /// The headers to forward: hop-by-hop ones and those Connection names removed.
     public static func forwardable(_ headers: [(name: String, value: String)]) -> [(name: String, value: String)] {
-        let named = connectionTokens(headers)
-        return headers.filter { !isHopByHop($0.name, named: named) }
+        var dropped: [String] = []
+        forEachNotForwarded(headers) { dropped.append($0) }
+        guard !dropped.isEmpty else { return headers }
+        return headers.filter { h in !dropped.contains { h.name.equalsIgnoringASCIICase($0) } }
     }
 
-    /// The lower-cased header names a Connection header lists (usually none).
-    public static func connectionTokens<S: Sequence>(_ headers: S) -> [String] where S.Element == (name: String, value: String) {
-        var named: [String] = []
-        for (name, value) in headers where name.equalsIgnoringASCIICase("connection") {
-            // The usual value, which names nothing else to drop.
-            if value.equalsIgnoringASCIICase("keep-alive") || value.equalsIgnoringASCIICase("close") { continue }
+    /// Calls `drop` with each header name a proxy must not forward: the
+    /// hop-by-hop ones present, and those a Connection header lists besides
+    /// keep-alive and close (lower-cased); a name may come more than once.
+    /// Most messages have none or one or two (Connection: keep-alive,
+    /// Transfer-Encoding), and nothing is allocated for them. Inlinable, so
+    /// that a caller's own header list (NIO's) is walked without generic calls.
+    @inlinable
+    public static func forEachNotForwarded<S: Sequence>(_ headers: S, _ drop: (String) -> Void)
+        where S.Element == (name: String, value: String) {
+        for (name, value) in headers where isHopByHopName(name) {
+            drop(name)
+            guard name.utf8.count == 10, name.equalsIgnoringASCIICase("connection"),
+                  !value.equalsIgnoringASCIICase("keep-alive"), !value.equalsIgnoringASCIICase("close") else { continue }
             for token in value.split(separator: ",") {
-                let name = token.trimmingSpaces
-                // keep-alive and close (nearly every Connection header) name nothing to drop besides it.
-                if name.equalsIgnoringASCIICase("keep-alive") || name.equalsIgnoringASCIICase("close") { continue }
-                named.append(name.lowercased())
+                let listed = token.trimmingSpaces
+                if listed.isEmpty || listed.equalsIgnoringASCIICase("keep-alive") || listed.equalsIgnoringASCIICase("close") { continue }
+                drop(listed.lowercased())
             }
         }
-        return named
-    }
-
-    /// Whether `name` is hop-by-hop, or one a Connection header named
-    /// (`named`, lower-cased), compared without allocating.
-    public static func isHopByHop(_ name: String, named: [String]) -> Bool {
-        if isHopByHopName(name) { return true }
-        return !named.isEmpty && named.contains(where: { name.equalsIgnoringASCIICase($0) })
     }
 
     /// One of `hopByHop`, by length first: most header names are ruled out
@@ -190,6 +190,7 @@ extension String {
 }
 
 extension StringProtocol {
+    @usableFromInline
     var trimmingSpaces: String {
         let whole = Substring(self)
         let u = whole.utf8

@@ -43,7 +43,7 @@ struct ProxyHandlerTests {
     @Test func aWriteTooLargeToJoinGoesUncopiedAfterTheJoinedOnesInOrder() throws {
         let channel = EmbeddedChannel(handler: FlushCoalescer(joinWrites: true))
         defer { _ = try? channel.finish() }
-        let large = String(repeating: "L", count: FlushCoalescer.joinLimit)
+        let large = String(repeating: "L", count: WriteJoiner.limit)
         channel.write(Self.bytes("a", channel), promise: nil)
         channel.write(Self.bytes("b", channel), promise: nil)
         channel.write(Self.bytes(large, channel), promise: nil)
@@ -53,7 +53,7 @@ struct ProxyHandlerTests {
         #expect(try Self.outbound(channel) == ["ab", large, "c"])
 
         // Joined up to the limit, and no further.
-        let half = String(repeating: "h", count: FlushCoalescer.joinLimit / 2)
+        let half = String(repeating: "h", count: WriteJoiner.limit / 2)
         for _ in 0..<3 { channel.write(Self.bytes(half, channel), promise: nil) }
         channel.flush()
         channel.embeddedEventLoop.run()

@@ -115,7 +115,6 @@ public final class HTTPRouteTable: Sendable {
         state.withLock { $0.addressByWorkload[key] }
     }
 
-
     /// The route a declared HTTP port without an HTTPRoute gets: everything to the Service.
     static func implicitRoute(namespace: String, service: String, port: UInt16) -> RouteSource {
         let backend = HTTPRouteSpec.BackendRef(backend: .init(name: service, port: port))

@@ -98,6 +98,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         var replayable = true
         /// Response flags besides the outcome's (DI: the request was delayed by a fault).
         var flags: [String] = []
+        /// `flags` as reported (Envoy's `-` for none).
+        var reportedFlags: String { flags.isEmpty ? "-" : flags.joined(separator: ",") }
         // The backend Service's traffic policy (DestinationRule).
         var hashKey: String?
         var policy: ServiceTraffic?
@@ -325,11 +327,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                                     _ exchange: Exchange) {
         var out = Self.forwardable(head.headers)
         if let tracing = proxy.telemetry.tracing, let traffic = exchange.traffic.first {
-            var list = out.map { (name: $0.name, value: $0.value) }
-            let span = tracing.start("\(traffic.service.host):\(destination.port)/*", kind: .server, headers: &list)
-            describe(span, exchange, traffic: traffic, target: target)
-            exchange.spans.append(span)
-            out = HTTPHeaders(list.map { ($0.name, $0.value) })
+            startSpan(tracing, "\(traffic.service.host):\(destination.port)/*", kind: .server, headers: &out,
+                      exchange, traffic: traffic, target: target)
         }
         exchange.traceID = MeshTracing.traceID(traceparent: out.first(name: "traceparent"))
         Self.restoreUpgrade(&out, exchange)
@@ -484,11 +483,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.traffic[0].service = labels.service(backendService, proxy)
 
         if let tracing = proxy.telemetry.tracing {
-            var list = out.map { (name: $0.name, value: $0.value) }
-            let span = tracing.start("\(exchange.traffic[0].service.host):\(backend.backend.port)/*", kind: .client, headers: &list)
-            describe(span, exchange, traffic: exchange.traffic[0], target: target)
-            exchange.spans.append(span)
-            out = HTTPHeaders(list.map { ($0.name, $0.value) })
+            startSpan(tracing, "\(exchange.traffic[0].service.host):\(backend.backend.port)/*", kind: .client, headers: &out,
+                      exchange, traffic: exchange.traffic[0], target: target)
         }
         // A header modifier may not bring Connection back: it is hop-by-hop.
         if !requestModifiers.isEmpty { out.remove(name: "connection") }
@@ -536,7 +532,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// connected, and sent the request as received so far.
     private func tryBackend(_ exchange: Exchange) {
         guard let context, current === exchange, !exchange.answered, let destination = exchange.backend,
-              let forwarded = exchange.forwarded else { return }
+              exchange.forwarded != nil else { return }
         exchange.attempt += 1
         let attempt = exchange.attempt
         if let policy = exchange.policy, !exchange.admitted {
@@ -654,11 +650,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             let d = exchange.traffic[0].reported(by: .destination)
             exchange.traffic.append(d)
             if let tracing = proxy.telemetry.tracing, let target = exchange.target {
-                var list = head.headers.map { (name: $0.name, value: $0.value) }
-                let span = tracing.start("\(d.service.host):\(hop.target.port)/*", kind: .server, headers: &list)
-                describe(span, exchange, traffic: d, target: target)
-                exchange.spans.append(span)
-                head.headers = HTTPHeaders(list.map { ($0.name, $0.value) })
+                startSpan(tracing, "\(d.service.host):\(hop.target.port)/*", kind: .server, headers: &head.headers,
+                          exchange, traffic: d, target: target)
             }
         }
         exchange.traceID = MeshTracing.traceID(traceparent: head.headers.first(name: "traceparent"))
@@ -790,6 +783,16 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         case .dataLoss: return 15
         case .unauthenticated: return 16
         }
+    }
+
+    /// A span of this exchange, its context written into the headers the request is forwarded with.
+    private func startSpan(_ tracing: MeshTracing, _ name: String, kind: MeshTracing.Kind, headers: inout HTTPHeaders,
+                           _ exchange: Exchange, traffic: TrafficLabels, target: PathNormalization.Target) {
+        var list = headers.map { (name: $0.name, value: $0.value) }
+        let span = tracing.start(name, kind: kind, headers: &list)
+        describe(span, exchange, traffic: traffic, target: target)
+        exchange.spans.append(span)
+        headers = HTTPHeaders(list.map { ($0.name, $0.value) })
     }
 
     /// OpenTelemetry HTTP attributes, plus the mesh's identities.
@@ -1002,7 +1005,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 // Done with it unless kept: ended gently (our side first), so a stream is not reset.
                 if !park(upstream, exchange) { UpstreamCache.endGently(upstream) }
             }
-            report(exchange, flags: exchange.flags.isEmpty ? "-" : exchange.flags.joined(separator: ","))
+            report(exchange, flags: exchange.reportedFlags)
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
             finish(exchange)
         }
@@ -1250,7 +1253,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// are handed on to the relay as the decoders leave.
     private func switchToRelay(_ exchange: Exchange) {
         guard let context, current === exchange, let upstream = exchange.upstream else { return }
-        report(exchange, flags: exchange.flags.isEmpty ? "-" : exchange.flags.joined(separator: ","))
+        report(exchange, flags: exchange.reportedFlags)
         exchange.leaveEndpoint()
         Self.releaseAdmission(exchange)
         exchange.upstream = nil
@@ -1288,24 +1291,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     /// `headers` without the hop-by-hop ones and those Connection names; the
     /// same storage when there are none (the common case: nothing is copied).
     static func forwardable(_ headers: HTTPHeaders) -> HTTPHeaders {
-        // Nearly every message has none or one or two (Connection: keep-alive, Transfer-Encoding):
-        // those are removed from a copy by name, without rebuilding the list.
-        var found: (String?, String?) = (nil, nil)
-        var more = false
-        for (name, value) in headers where HeaderValidation.isHopByHopName(name) {
-            // Only a Connection header can name more to drop, and it is hop-by-hop itself.
-            if name.utf8.count == 10, name.equalsIgnoringASCIICase("connection"),
-               !value.equalsIgnoringASCIICase("keep-alive"), !value.equalsIgnoringASCIICase("close") { more = true }
-            if found.0 == nil { found.0 = name } else if found.1 == nil, !name.equalsIgnoringASCIICase(found.0!) { found.1 = name } else { more = true }
-        }
-        guard let first = found.0 else { return headers }
-        if more {
-            let named = HeaderValidation.connectionTokens(headers.lazy.map { (name: $0.name, value: $0.value) })
-            return HTTPHeaders(headers.filter { !HeaderValidation.isHopByHop($0.name, named: named) }.map { ($0.name, $0.value) })
-        }
         var out = headers
-        out.remove(name: first)
-        if let second = found.1 { out.remove(name: second) }
+        HeaderValidation.forEachNotForwarded(headers.lazy.map { (name: $0.name, value: $0.value) }) { out.remove(name: $0) }
         return out
     }
 

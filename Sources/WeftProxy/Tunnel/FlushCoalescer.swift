@@ -14,90 +14,33 @@ import NIOCore
 /// and an HTTP/2 frame is two writes (its header and its payload), so 50
 /// streams' frames were 100 records, each with its own 22 bytes of framing,
 /// seal and, at the peer, open. Joined, they are one record of up to 16 KiB
-/// (the largest TLS allows). A write that large goes on as it is, uncopied.
+/// (the largest TLS allows; ``WriteJoiner``). A write that large goes on as it is, uncopied.
 final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
-    /// TLS's largest record payload.
-    static let joinLimit = 16 * 1024
-
     private let joinWrites: Bool
     private var scheduled = false
     private var removed = false
-    /// Joined writes not passed on yet, and the promise that completes with them.
-    private var pending: ByteBuffer?
-    private var pendingPromise: EventLoopPromise<Void>?
-    /// Whether `pending` is our own buffer (to append to), or still a writer's (to copy first).
-    private var pendingIsOwn = false
-    /// Kept between ticks: once TLS has sealed its bytes it is ours alone again.
-    private var scratch: ByteBuffer?
+    /// One per connection, so its buffer is kept from one tick to the next.
+    private var joiner = WriteJoiner(reusesBuffer: true)
 
     init(joinWrites: Bool = false) {
         self.joinWrites = joinWrites
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard joinWrites, case .byteBuffer(var incoming) = unwrapOutboundIn(data) else {
-            passPending(context: context)
+        guard joinWrites, case .byteBuffer(let buffer) = unwrapOutboundIn(data) else {
+            passJoined(context: context)
             return context.write(data, promise: promise)
         }
-        if var joined = pending {
-            guard joined.readableBytes + incoming.readableBytes <= Self.joinLimit else {
-                passPending(context: context)
-                return hold(incoming, promise: promise, context: context)
-            }
-            pending = nil
-            if !pendingIsOwn {
-                // The first write is still the writer's buffer: start our own with it.
-                var own = takeScratch(context: context)
-                own.writeBuffer(&joined)
-                joined = own
-                pendingIsOwn = true
-            }
-            joined.writeBuffer(&incoming)
-            pending = joined
-            join(promise)
-        } else {
-            hold(incoming, promise: promise, context: context)
-        }
+        let out = joiner.add(buffer, promise: promise, allocator: context.channel.allocator)
+        if let first = out.first { context.write(wrapOutboundOut(.byteBuffer(first.buffer)), promise: first.promise) }
+        if let second = out.second { context.write(wrapOutboundOut(.byteBuffer(second.buffer)), promise: second.promise) }
     }
 
-    /// The first write of a run (or one too large to join, passed on).
-    private func hold(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
-        guard buffer.readableBytes < Self.joinLimit else {
-            return context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
-        }
-        pending = buffer
-        pendingIsOwn = false
-        pendingPromise = promise
-    }
-
-    private func join(_ promise: EventLoopPromise<Void>?) {
-        guard let promise else { return }
-        if let held = pendingPromise {
-            held.futureResult.cascade(to: promise)
-        } else {
-            pendingPromise = promise
-        }
-    }
-
-    private func takeScratch(context: ChannelHandlerContext) -> ByteBuffer {
-        if var reused = scratch {
-            scratch = nil
-            reused.clear()
-            return reused
-        }
-        return context.channel.allocator.buffer(capacity: Self.joinLimit)
-    }
-
-    private func passPending(context: ChannelHandlerContext) {
-        guard let joined = pending else { return }
-        pending = nil
-        let promise = pendingPromise
-        pendingPromise = nil
-        if pendingIsOwn { scratch = joined }
-        context.write(wrapOutboundOut(.byteBuffer(joined)), promise: promise)
+    private func passJoined(context: ChannelHandlerContext) {
+        if let run = joiner.take() { context.write(wrapOutboundOut(.byteBuffer(run.buffer)), promise: run.promise) }
     }
 
     func flush(context: ChannelHandlerContext) {
@@ -108,7 +51,7 @@ final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
             let (coalescer, context) = bound.value
             coalescer.scheduled = false
             if !coalescer.removed {
-                coalescer.passPending(context: context)
+                coalescer.passJoined(context: context)
                 context.flush()
             }
         }
@@ -116,14 +59,14 @@ final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
 
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         // What was written before a close goes out before it (a GOAWAY, a final frame).
-        passPending(context: context)
+        passJoined(context: context)
         if scheduled { context.flush() }
         context.close(mode: mode, promise: promise)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         removed = true
-        passPending(context: context)
+        passJoined(context: context)
         if scheduled { context.flush() }
     }
 }

@@ -126,69 +126,46 @@ final class HBONEStreamHandler: ChannelDuplexHandler {
     }
 
     /// Bytes written since the last flush, sent as one DATA frame when it
-    /// comes: an HTTP/1.1 exchange inside the stream is written as a head, a
-    /// body and an empty end, which were three frames each way for every
-    /// request (each framed, flow-controlled and parsed again at the peer).
-    /// A lone buffer is held without a copy; small ones are joined.
-    private var pending: ByteBuffer?
-    private var pendingPromise: EventLoopPromise<Void>?
-    static let joinLimit = 16 * 1024
+    /// comes (``WriteJoiner``): an HTTP/1.1 exchange inside the stream is
+    /// written as a head, a body and an empty end, which were three frames
+    /// each way for every request (each framed, flow-controlled and parsed
+    /// again at the peer). Per stream, so no buffer is kept between flushes.
+    private var joiner = WriteJoiner(reusesBuffer: false)
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        var buffer = unwrapOutboundIn(data)
+        let buffer = unwrapOutboundIn(data)
         if buffer.readableBytes == 0 {
             // Nothing to send (an HTTP encoder's end of a framed message): no empty frame.
-            if let promise { hold(promise) ?? promise.succeed(()) }
+            if !joiner.chain(promise) { promise?.succeed(()) }
             return
         }
-        if var held = pending {
-            if held.readableBytes + buffer.readableBytes <= Self.joinLimit {
-                held.writeBuffer(&buffer)
-                pending = held
-                if let promise { _ = hold(promise) }
-                return
-            }
-            sendPending(context)
-        }
-        pending = buffer
-        pendingPromise = promise
+        let out = joiner.add(buffer, promise: promise, allocator: context.channel.allocator)
+        if let first = out.first { sendData(context, first) }
+        if let second = out.second { sendData(context, second) }
     }
 
-    /// Chains `promise` to the pending frame's; nil when nothing is pending.
-    private func hold(_ promise: EventLoopPromise<Void>) -> Void? {
-        guard pending != nil else { return nil }
-        if let pendingPromise {
-            pendingPromise.futureResult.cascade(to: promise)
-        } else {
-            pendingPromise = promise
-        }
-        return ()
+    private func sendData(_ context: ChannelHandlerContext, _ write: WriteJoiner.Write, endStream: Bool = false) {
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(write.buffer), endStream: endStream))), promise: write.promise)
     }
 
-    private func sendPending(_ context: ChannelHandlerContext, endStream: Bool = false) {
-        guard let held = pending else { return }
-        pending = nil
-        let promise = pendingPromise
-        pendingPromise = nil
-        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(held), endStream: endStream))), promise: promise)
+    private func sendJoined(_ context: ChannelHandlerContext, endStream: Bool = false) {
+        if let run = joiner.take() { sendData(context, run, endStream: endStream) }
     }
 
     func flush(context: ChannelHandlerContext) {
-        sendPending(context)
+        sendJoined(context)
         context.flush()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        pending = nil
-        pendingPromise?.fail(ChannelError.ioOnClosedChannel)
-        pendingPromise = nil
+        joiner.discard(ChannelError.ioOnClosedChannel)
     }
 
     /// A half-close becomes END_STREAM: an HTTP/2 stream channel would answer
     /// `close(mode: .output)` with RST_STREAM, losing data still in flight.
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         guard mode == .output else {
-            sendPending(context)
+            sendJoined(context)
             context.close(mode: mode, promise: promise)
             return
         }
@@ -197,10 +174,10 @@ final class HBONEStreamHandler: ChannelDuplexHandler {
             return
         }
         outputClosed = true
-        if pending != nil {
+        if !joiner.isEmpty {
             // The last bytes carry the END_STREAM.
-            if let promise { _ = hold(promise) }
-            sendPending(context, endStream: true)
+            _ = joiner.chain(promise)
+            sendJoined(context, endStream: true)
             context.flush()
             return
         }
