@@ -2,6 +2,7 @@
 #include "weft_shim.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -268,4 +269,9 @@ int weft_affinity_cpu_count(void)
         return 1;
     int n = CPU_COUNT(&set);
     return n > 0 ? n : 1;
+}
+
+int weft_malloc_thresholds(int trim_bytes, int mmap_bytes)
+{
+    return mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1 && mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1;
 }

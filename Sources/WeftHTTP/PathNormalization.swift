@@ -46,6 +46,13 @@ public enum PathNormalization {
     /// compare it with the long way).
     static func normalize(_ target: String, options: Options, shortcut: Bool) throws(Refusal) -> Target {
         if target == "*" { return Target(path: "*", query: nil) }
+        // The common case, decided on bytes alone: an origin-form target without
+        // a query whose path is already canonical is its own normal form (and the
+        // string is reused, not copied).
+        if shortcut, target.utf8.first == UInt8(ascii: "/"), !target.utf8.contains(UInt8(ascii: "?")),
+           isCanonical(target[...].utf8) {
+            return Target(path: target, query: nil)
+        }
         var rest = Substring(target)
         if !rest.hasPrefix("/") {
             // absolute-form: scheme "://" authority path

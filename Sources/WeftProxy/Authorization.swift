@@ -160,19 +160,26 @@ extension NodeProxy {
     /// the connection; the first denial, when every hop was denied by one.
     func authorizedHops(_ hops: [Hop], sourcePrincipal: String?, sourceIP: IPAddress?,
                         http: @autoclosure () -> AuthorizationRequest.HTTP? = nil) -> (hops: [Hop], denied: AuthorizationDecision?) {
-        var kept: [Hop] = []
+        // Made only once a hop is denied: when all pass (nearly always), `hops` is returned as it is.
+        var kept: [Hop]?
         var denial: AuthorizationDecision?
-        for hop in hops {
+        for (i, hop) in hops.enumerated() {
             guard let d = Self.localMeshedDestination(hop) else {
-                kept.append(hop)
+                kept?.append(hop)
                 continue
             }
             let context = AuthorizationContext(destination: d, sourcePrincipal: sourcePrincipal, sourceIP: sourceIP,
                                                destinationIP: hop.target.address, destinationPort: hop.target.port)
             let decision = authorize(context, http: http())
-            if decision.allowed { kept.append(hop) } else if denial == nil { denial = decision }
+            if decision.allowed {
+                kept?.append(hop)
+            } else {
+                if kept == nil { kept = Array(hops[..<i]) }
+                if denial == nil { denial = decision }
+            }
         }
-        return (kept, kept.isEmpty ? denial : nil)
+        let allowed = kept ?? hops
+        return (allowed, allowed.isEmpty ? denial : nil)
     }
 
     /// After a snapshot: closes open connections the new policies deny.

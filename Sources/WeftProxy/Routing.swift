@@ -84,10 +84,37 @@ extension NodeProxy {
     /// sent in plaintext.
     func plan(_ original: OriginalDestination, source: WorkloadRef?, hashKey: String? = nil) -> Result<Planned, Refusal> {
         let directory = mesh.current
-        var targets: [(OriginalDestination, MeshDirectory.Lookup)] = []
         var serviceName: (namespace: String, name: String)?
         var traffic: ServiceTraffic?
         var endpointCount = 0
+        let sourceIdentity = source.flatMap { directory.entry($0) }?.identity
+        // Each candidate becomes its hop as it is found (no list of candidates first).
+        var hops: [Hop] = []
+        var refusals: [String] = []
+        func consider(_ target: OriginalDestination, _ lookup: MeshDirectory.Lookup) {
+            switch lookup {
+            case .external:
+                hops.append(.direct(target, destination: nil, sourceIdentity: sourceIdentity))
+            case .ambiguous:
+                refusals.append(TunnelError.ambiguousDestination("\(target)").description)
+            case .workload(let entry):
+                if entry.node == directory.localNode || !entry.mesh {
+                    // Same node: no wire to protect; both identities are known.
+                    // Outside the mesh: plaintext is what the destination speaks.
+                    hops.append(.direct(target, destination: entry, sourceIdentity: sourceIdentity))
+                    return
+                }
+                guard let sourceIdentity else {
+                    refusals.append(TunnelError.noSourceIdentity("\(source.map { "\($0)" } ?? "unknown workload") is not in the control plane's directory").description)
+                    return
+                }
+                guard let credential = credentials.credential(for: sourceIdentity) else {
+                    refusals.append(TunnelError.noSourceIdentity(sourceIdentity).description)
+                    return
+                }
+                hops.append(.tunnel(target, source: credential, destination: entry))
+            }
+        }
         if var service = services.endpoints(for: original.address, port: original.port) {
             traffic = trafficPolicies.service(service.service)
             endpointCount = service.endpoints.count
@@ -102,41 +129,13 @@ extension NodeProxy {
                 t.address = e.address
                 t.port = e.port
                 if let ref = e.ref, let entry = directory.entry(ref) {
-                    targets.append((t, .workload(entry)))
+                    consider(t, .workload(entry))
                 } else {
-                    targets.append((t, directory.lookup(e.address, port: e.port)))
+                    consider(t, directory.lookup(e.address, port: e.port))
                 }
             }
         } else {
-            targets.append((original, directory.lookup(original.address, port: original.port)))
-        }
-
-        let sourceIdentity = source.flatMap { directory.entry($0) }?.identity
-        var hops: [Hop] = []
-        var refusals: [String] = []
-        for (target, lookup) in targets {
-            switch lookup {
-            case .external:
-                hops.append(.direct(target, destination: nil, sourceIdentity: sourceIdentity))
-            case .ambiguous:
-                refusals.append(TunnelError.ambiguousDestination("\(target)").description)
-            case .workload(let entry):
-                if entry.node == directory.localNode || !entry.mesh {
-                    // Same node: no wire to protect; both identities are known.
-                    // Outside the mesh: plaintext is what the destination speaks.
-                    hops.append(.direct(target, destination: entry, sourceIdentity: sourceIdentity))
-                    continue
-                }
-                guard let sourceIdentity else {
-                    refusals.append(TunnelError.noSourceIdentity("\(source.map { "\($0)" } ?? "unknown workload") is not in the control plane's directory").description)
-                    continue
-                }
-                guard let credential = credentials.credential(for: sourceIdentity) else {
-                    refusals.append(TunnelError.noSourceIdentity(sourceIdentity).description)
-                    continue
-                }
-                hops.append(.tunnel(target, source: credential, destination: entry))
-            }
+            consider(original, directory.lookup(original.address, port: original.port))
         }
         if hops.isEmpty {
             return .failure(Refusal(description: refusals.joined(separator: "; ")))

@@ -33,6 +33,9 @@ struct Run: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "weftd")
+        if !AllocatorTuning.apply() {
+            logger.warning("glibc refused the allocator thresholds (mallopt): freed buffers go back to the kernel, and bulk traffic costs more CPU")
+        }
         let nodeConfig: NodeConfig
         do {
             nodeConfig = try NodeConfig.load(path: config)

@@ -2,6 +2,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import Testing
+import WeftCore
 @testable import WeftProxy
 
 @Suite("Proxy channel handlers: flush and write coalescing, forwarded headers")
@@ -125,5 +126,75 @@ struct ProxyHandlerTests {
             let out = HTTPRouter.forwardable(HTTPHeaders(given))
             #expect(out.map(\.name) == kept, "\(given)")
         }
+    }
+
+    @Test func aStreamsJoinerAppendsToTheFirstWritesBufferWhichItsWriterStillSeesUnchanged() throws {
+        let allocator = ByteBufferAllocator()
+        var joiner = WriteJoiner(reusesBuffer: false)
+        var head = allocator.buffer(capacity: 256)
+        head.writeString("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        let writersView = head
+        let first = joiner.add(head, promise: nil, allocator: allocator)
+        #expect(first.first == nil && first.second == nil)
+        let second = joiner.add(allocator.buffer(string: "ok"), promise: nil, allocator: allocator)
+        #expect(second.first == nil && second.second == nil)
+        let taken = joiner.take()
+        let run = try #require(taken)
+        #expect(String(buffer: run.buffer) == "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        // A value still: the writer's copy of its buffer did not grow.
+        #expect(String(buffer: writersView) == "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        let again = joiner.take()
+        #expect(again == nil)
+    }
+
+    @Test func aCoalescerFlushesOncePerTickForAsLongAsItIsInThePipelineAndNotAfter() throws {
+        let coalescer = FlushCoalescer()
+        let channel = EmbeddedChannel(handler: coalescer)
+        defer { _ = try? channel.finish() }
+        for tick in 0..<3 {
+            channel.write(Self.bytes("t\(tick)", channel), promise: nil)
+            channel.flush()
+            channel.flush()
+            #expect(try Self.outbound(channel).isEmpty)
+            channel.embeddedEventLoop.run()
+            #expect(try Self.outbound(channel) == ["t\(tick)"])
+        }
+        // Removed with a flush pending: what it held goes out at once, and the queued task finds it gone.
+        channel.write(Self.bytes("last", channel), promise: nil)
+        channel.flush()
+        try channel.pipeline.syncOperations.removeHandler(coalescer).wait()
+        #expect(try Self.outbound(channel) == ["last"])
+        channel.embeddedEventLoop.run()
+        #expect(try Self.outbound(channel).isEmpty)
+    }
+
+    @Test func anUpstreamCacheOffersOnlyLiveConnectionsAndGivesAnEmptiedEndpointsPlaceToAnother() throws {
+        let cache = UpstreamCache(maxEndpoints: 1, maxPerEndpoint: 1)
+        func kept(active: Bool) throws -> IdleUpstream {
+            let channel = EmbeddedChannel()
+            if active { try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait() }
+            return IdleUpstream(channel: channel, relay: UpstreamResponseRelay(), uses: 1)
+        }
+        let one = UpstreamKey(address: try #require(IPAddress("198.18.0.1")), port: 80, tunnelIdentity: nil)
+        let two = UpstreamKey(address: try #require(IPAddress("198.18.0.2")), port: 80, tunnelIdentity: nil)
+        let a = try kept(active: true)
+        #expect(cache.park(a, key: one))
+        #expect(cache.take(one) === a)
+        #expect(cache.take(one) == nil)
+        // The endpoint's list is empty: another endpoint takes its place.
+        let b = try kept(active: true)
+        #expect(cache.park(b, key: two))
+        #expect(cache.take(one) == nil)
+        // Full (one endpoint, and it holds b): a third endpoint is not kept.
+        let three = UpstreamKey(address: try #require(IPAddress("198.18.0.3")), port: 80, tunnelIdentity: nil)
+        #expect(!cache.park(try kept(active: true), key: three))
+        #expect(cache.take(two) === b)
+        // A closed connection is never offered; a forgotten one neither.
+        #expect(cache.park(try kept(active: false), key: two))
+        #expect(cache.take(two) == nil)
+        let c = try kept(active: true)
+        #expect(cache.park(c, key: two))
+        cache.forget(c, key: two)
+        #expect(cache.take(two) == nil)
     }
 }

@@ -30,6 +30,10 @@ int weft_enable_run_time_stats(void);
 /* Programs effective on a cgroup for one attach type (inherited ones included). */
 int weft_cgroup_effective_progs(int cgroup_fd, int attach_type, uint32_t *ids, uint32_t *count);
 
+/* Sets glibc's fixed trim and mmap thresholds (mallopt). Returns 1 on
+ * success, 0 where glibc refused. */
+int weft_malloc_thresholds(int trim_bytes, int mmap_bytes);
+
 /* Creates a socket inside the network namespace netns_fd, then returns the
  * calling thread to home_fd. Sockets keep the netns they were created in,
  * so everything after socket() can happen on any thread.

@@ -23,7 +23,18 @@ public struct AuthorizationRequest: Sendable, Hashable {
             self.method = method
             self.path = path
             self.host = host
-            self.headers = headers.map { (name: $0.name.lowercased(), value: $0.value) }
+            // Names already in lower case (most are, from another proxy or an HTTP/2 client)
+            // are kept as they are: no new list, no new strings.
+            if headers.contains(where: { Self.needsLowercasing($0.name) }) {
+                self.headers = headers.map { (name: Self.needsLowercasing($0.name) ? $0.name.lowercased() : $0.name, value: $0.value) }
+            } else {
+                self.headers = headers
+            }
+        }
+
+        /// An ASCII capital, or a byte outside ASCII (left to `lowercased()`).
+        static func needsLowercasing(_ name: String) -> Bool {
+            name.utf8.contains { ($0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z")) || $0 >= 0x80 }
         }
 
         public static func == (a: HTTP, b: HTTP) -> Bool {

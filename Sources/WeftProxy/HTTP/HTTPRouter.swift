@@ -94,6 +94,11 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         var mirrors: [OriginalDestination] = []
         /// Body parts and end received so far, for retries and mirrors.
         var replay: [HTTPServerRequestPart] = []
+        /// The request ended without trailers: not stored in `replay`, so a request
+        /// without a body keeps no list at all.
+        var replayEnded = false
+        /// What a retry or a mirror sends after the head.
+        var replayParts: [HTTPServerRequestPart] { replayEnded ? replay + [.end(nil)] : replay }
         var replayBytes = 0
         var replayable = true
         /// Response flags besides the outcome's (DI: the request was delayed by a fault).
@@ -111,6 +116,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         var inFlightAt: String?
         // Upstream reuse (keep-alive towards the backend, per client connection).
         var relay: UpstreamResponseRelay?
+        /// The cache's record of the kept upstream this exchange reuses, kept again with it.
+        var kept: IdleUpstream?
         var upstreamKey: UpstreamKey?
         var reusedUpstream = false
         var freshUpstream = false
@@ -246,6 +253,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             if exchange.replayBytes > Self.maxReplayBytes {
                 exchange.replayable = false
                 exchange.replay = []
+            } else if case .end(.none) = part {
+                exchange.replayEnded = true
             } else {
                 exchange.replay.append(part)
             }
@@ -271,12 +280,27 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.method = head.method.rawValue
         exchange.path = head.uri
         exchange.requestBytes = Self.size(of: head)
-        let headers = head.headers.map { (name: $0.name, value: $0.value) }
-        exchange.authority = head.headers.first(name: "host")
-        exchange.requestID = head.headers.first(name: "x-request-id")
-        exchange.expectsContinue = head.headers.first(name: "expect")?.equalsIgnoringASCIICase("100-continue") == true
-        exchange.isGRPC = head.headers.first(name: "content-type")?.hasPrefix("application/grpc") == true
-        if !downstreamIsStream, let upgrade = head.headers.first(name: "upgrade"),
+        // One pass over the headers: the list (for validation, routing and policies)
+        // and the first value of each header read here, as `first(name:)` gives it.
+        var headers: [(name: String, value: String)] = []
+        headers.reserveCapacity(head.headers.count)
+        var host: String?, requestID: String?, expect: String?, contentType: String?, upgradeValue: String?
+        for (name, value) in head.headers {
+            headers.append((name, value))
+            switch name.utf8.count {
+            case 4 where host == nil && name.equalsIgnoringASCIICase("host"): host = value
+            case 6 where expect == nil && name.equalsIgnoringASCIICase("expect"): expect = value
+            case 7 where upgradeValue == nil && name.equalsIgnoringASCIICase("upgrade"): upgradeValue = value
+            case 12 where requestID == nil && name.equalsIgnoringASCIICase("x-request-id"): requestID = value
+            case 12 where contentType == nil && name.equalsIgnoringASCIICase("content-type"): contentType = value
+            default: break
+            }
+        }
+        exchange.authority = host
+        exchange.requestID = requestID
+        exchange.expectsContinue = expect?.equalsIgnoringASCIICase("100-continue") == true
+        exchange.isGRPC = contentType?.hasPrefix("application/grpc") == true
+        if !downstreamIsStream, let upgrade = upgradeValue,
            head.headers[canonicalForm: "connection"].contains(where: { String($0).equalsIgnoringASCIICase("upgrade") }) {
             // The request decoder stops at an upgrade request: whatever the answer,
             // this connection carries no further HTTP request.
@@ -488,6 +512,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
         // A header modifier may not bring Connection back: it is hop-by-hop.
         if !requestModifiers.isEmpty { out.remove(name: "connection") }
+        // The first try's number; a retry replaces it (connected), the client's own is never passed on.
+        out.replaceOrAdd(name: "x-weft-attempt-count", value: "1")
         Self.restoreUpgrade(&out, exchange)
         let forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: out)
         exchange.forwarded = forwarded
@@ -644,7 +670,8 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.traffic[0].security = hop.identities != nil ? .mutualTLS : .none
         exchange.upstreamTarget = hop.target
         var head = forwarded
-        head.headers.replaceOrAdd(name: "x-weft-attempt-count", value: String(attempt))
+        // `forwarded` carries 1: only a retry's head is copied to say otherwise.
+        if attempt != 1 { head.headers.replaceOrAdd(name: "x-weft-attempt-count", value: String(attempt)) }
         if hop.isLocalMeshed, exchange.traffic.count == 1 {
             // This proxy is the destination's too: its report and its server span.
             let d = exchange.traffic[0].reported(by: .destination)
@@ -696,7 +723,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 return router.reply(exchange, .serviceUnavailable, flag: "URX", body: "upstream request failed; body too large to retry\n", close: false)
             }
             // The request again, from its first body part.
-            exchange.buffered = exchange.replay
+            exchange.buffered = exchange.replayParts
             router.tryBackend(exchange)
         }
     }
@@ -734,8 +761,10 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let targets = exchange.mirrors
         exchange.mirrors = []
         var head = forwarded
+        // A mirror's copy is no try of the request.
+        head.headers.remove(name: "x-weft-attempt-count")
         if let host = head.headers.first(name: "host") { head.headers.replaceOrAdd(name: "host", value: RouteFilters.shadowHost(host)) }
-        let parts = exchange.replay
+        let parts = exchange.replayParts
         let proxy = self.proxy
         let headers = proxy.connectHeaders(source: exchange.traffic[0].source, protocol: "http/1.1")
         for target in targets {
@@ -860,6 +889,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         if let reusing {
             relay = reusing.relay
             relay.binding = .exchange(self, exchange, attempt: exchange.attempt)
+            exchange.kept = reusing
             exchange.uses = reusing.uses + 1
             exchange.reusedUpstream = true
         } else {
@@ -907,7 +937,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate func upstreamPart(_ part: HTTPClientResponsePart, _ exchange: Exchange, attempt: Int) {
         guard let context, current === exchange, exchange.attempt == attempt, exchange.upstream != nil else { return }
         switch part {
-        case .head(var head):
+        case .head(let head):
             let code = Int(head.status.code)
             if (100..<200).contains(code), code != 101 {
                 // Informational (100 Continue, 103 Early Hints): relayed as it
@@ -973,9 +1003,9 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 headers = initial
                 exchange.heldTrailers = trailers
             }
-            head.headers = headers
-            head.version = .http1_1
-            let out = HTTPResponseHead(version: head.version, status: head.status, headers: head.headers)
+            // Made once, from the parts: assigning into `head` (whose storage the
+            // decoded part still shares) would copy it first.
+            let out = HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
             exchange.responseCode = Int(head.status.code)
             exchange.responseBytes = Self.size(of: out)
             context.write(wrapOutboundOut(.head(out)), promise: nil)
@@ -1024,7 +1054,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.upstream = nil
             exchange.leaveEndpoint()
             exchange.freshUpstream = true
-            exchange.buffered = exchange.replay
+            exchange.buffered = exchange.replayParts
             if exchange.backend != nil {
                 exchange.attempt -= 1
                 return tryBackend(exchange)
@@ -1184,7 +1214,15 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
               exchange.upstreamKeepAlive, exchange.keepAlive || downstreamIsStream, exchange.method != "HEAD",
               upstream.isActive, context != nil else { return false }
         if let limit = exchange.policy?.policy.connectionPool?.maxRequestsPerConnection, exchange.uses >= limit { return false }
-        return upstreams.park(IdleUpstream(channel: upstream, relay: relay, uses: exchange.uses), key: key)
+        let kept: IdleUpstream
+        if let reused = exchange.kept, reused.channel === upstream, reused.relay === relay {
+            reused.uses = exchange.uses
+            kept = reused
+        } else {
+            kept = IdleUpstream(channel: upstream, relay: relay, uses: exchange.uses)
+        }
+        exchange.kept = nil
+        return upstreams.park(kept, key: key)
     }
 
     private func closeIdle() {

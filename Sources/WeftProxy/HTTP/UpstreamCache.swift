@@ -17,7 +17,8 @@ struct UpstreamKey: Hashable {
 final class IdleUpstream {
     let channel: any Channel
     let relay: UpstreamResponseRelay
-    let uses: Int
+    /// Requests it has carried; updated when it is kept again.
+    var uses: Int
     init(channel: any Channel, relay: UpstreamResponseRelay, uses: Int) {
         self.channel = channel
         self.relay = relay
@@ -78,16 +79,16 @@ final class UpstreamCache {
         self.maxPerEndpoint = maxPerEndpoint
     }
 
+    /// An endpoint's entry stays when its list empties (a request took the
+    /// connection; its response puts it back): the list keeps its storage
+    /// instead of being freed and made again per request. An empty entry is
+    /// given to another endpoint when one needs room.
     func take(_ key: UpstreamKey) -> IdleUpstream? {
         guard let i = idle.firstIndex(where: { $0.key == key }) else { return nil }
         // Mutated in place (a copy of the list would be made on every request otherwise).
         while let kept = idle[i].kept.popLast() {
-            if kept.channel.isActive {
-                if idle[i].kept.isEmpty { idle.remove(at: i) }
-                return kept
-            }
+            if kept.channel.isActive { return kept }
         }
-        idle.remove(at: i)
         return nil
     }
 
@@ -98,6 +99,9 @@ final class UpstreamCache {
             if idle[i].kept.count >= maxPerEndpoint {
                 Self.endGently(idle[i].kept.removeFirst().channel)
             }
+            idle[i].kept.append(kept)
+        } else if let i = idle.firstIndex(where: { $0.kept.isEmpty }) {
+            idle[i].key = key
             idle[i].kept.append(kept)
         } else {
             guard idle.count < maxEndpoints else { return false }
@@ -111,7 +115,6 @@ final class UpstreamCache {
     func forget(_ kept: IdleUpstream, key: UpstreamKey) {
         guard let i = idle.firstIndex(where: { $0.key == key }) else { return }
         idle[i].kept.removeAll { $0 === kept }
-        if idle[i].kept.isEmpty { idle.remove(at: i) }
     }
 
     /// The HTTP/2 connection to an endpoint, opened by `connect` when there

@@ -22,6 +22,10 @@ final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
     private let joinWrites: Bool
     private var scheduled = false
     private var removed = false
+    /// The end-of-tick flush, made once per connection rather than per flush
+    /// (a closure and its box were two allocations each time). It holds this
+    /// handler and its context until handlerRemoved lets go of it.
+    private var flushTask: (@Sendable () -> Void)?
     /// One per connection, so its buffer is kept from one tick to the next.
     private var joiner = WriteJoiner(reusesBuffer: true)
 
@@ -43,11 +47,9 @@ final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
         if let run = joiner.take() { context.write(wrapOutboundOut(.byteBuffer(run.buffer)), promise: run.promise) }
     }
 
-    func flush(context: ChannelHandlerContext) {
-        guard !scheduled else { return }
-        scheduled = true
+    func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.eventLoop.execute {
+        flushTask = {
             let (coalescer, context) = bound.value
             coalescer.scheduled = false
             if !coalescer.removed {
@@ -55,6 +57,12 @@ final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
                 context.flush()
             }
         }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        guard !scheduled, let flushTask else { return }
+        scheduled = true
+        context.eventLoop.execute(flushTask)
     }
 
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
@@ -66,6 +74,8 @@ final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         removed = true
+        // A task already queued still holds it, and finds `removed` set.
+        flushTask = nil
         passJoined(context: context)
         if scheduled { context.flush() }
     }

@@ -4,9 +4,11 @@ import NIOCore
 /// ``FlushCoalescer`` does for a TLS connection (one record per tick) and
 /// ``HBONEStreamHandler`` for a stream (one DATA frame per flush).
 ///
-/// A lone write is held as it is, uncopied. The second one of a run starts a
-/// buffer of the joiner's own, which a connection-level joiner keeps for its
-/// next run (`reusesBuffer`: one per connection, not per stream). A write
+/// A lone write is held as it is, uncopied. With the second one of a run, a
+/// connection-level joiner (`reusesBuffer`) starts a buffer of its own, which it
+/// keeps for its next run; a stream's joiner appends to the first write's
+/// buffer instead (no buffer per stream is kept, and none is made when the
+/// first has room). A write
 /// that would take the run past `limit` ends it; one that large alone goes
 /// on as it is. The caller writes what `add` and `take` hand back, in order:
 /// nothing here calls out, so a write that fails at once cannot re-enter it.
@@ -39,9 +41,14 @@ struct WriteJoiner {
         if var joined = pending {
             if joined.readableBytes + incoming.readableBytes <= Self.limit {
                 if !pendingIsOwn {
-                    var own = ownBuffer(allocator, capacity: joined.readableBytes + incoming.readableBytes)
-                    own.writeBuffer(&joined)
-                    joined = own
+                    if reusesBuffer {
+                        var own = ownBuffer(allocator, capacity: joined.readableBytes + incoming.readableBytes)
+                        own.writeBuffer(&joined)
+                        joined = own
+                    }
+                    // Else the first write's buffer takes the rest: an encoder's buffer
+                    // usually has room for a small body. Still a value: if its writer
+                    // kept a reference, appending copies it first, as ever.
                     pendingIsOwn = true
                 }
                 pending = nil   // so that `joined` is the buffer's only holder while it grows

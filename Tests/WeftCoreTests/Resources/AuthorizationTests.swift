@@ -133,6 +133,16 @@ import Testing
              request: tcp(frontend, port: 9090), allowed: true),
     ]
 
+    @Test func requestHeaderNamesAreComparedInLowerCaseWhateverCaseTheyCameIn() {
+        let given: [(name: String, value: String)] = [
+            ("Host", "a"), ("x-forwarded-proto", "http"), ("X-Weft-Attempt-Count", "1"), ("x-user", "alice"), ("Ünïcode-Name", "v")]
+        let http = AuthorizationRequest.HTTP(method: "GET", path: "/", host: "a", headers: given)
+        #expect(http.headers.map(\.name) == given.map { $0.name.lowercased() })
+        #expect(http.headers.map(\.value) == given.map(\.value))
+        let lower = given.map { (name: $0.name.lowercased(), value: $0.value) }
+        #expect(AuthorizationRequest.HTTP(method: "GET", path: "/", host: "a", headers: lower).headers.map(\.name) == lower.map(\.name))
+    }
+
     @Test(arguments: cases) func matrix(_ c: Case) throws {
         let policies = try c.policies.enumerated().map { try Self.policy("p\($0.offset)", $0.element) }
         let decision = WorkloadAuthorization(policies: policies, namespace: "shop", labels: c.labels).evaluate(c.request)
