@@ -240,6 +240,12 @@ def summarize(res):
         xs = [t['gbps'] for t in res['tcp'] if t['path'] == path]
         if xs:
             L.append(f'| {path} | {spread(xs, "{:.2f}")} |')
+    pairs = [(w['gbps'], e['gbps']) for w in res['tcp'] if w['path'] == 'weft-hbone'
+             for e in res['tcp'] if e['path'] == 'envoy-hbone' and e['rep'] == w['rep'] and e['gbps'] > 0]
+    if pairs:
+        L.append('')
+        L.append(f'Throughput ratio weft-hbone / envoy-hbone, taken pair by pair within each rep: '
+                 f'{spread([w / e for w, e in pairs], "{:.2f}")}.')
     L.append('')
     L.append('Memory, RssAnon (MB), idle after setup → after the load:')
     L.append('')
@@ -279,7 +285,9 @@ def main():
                     res['runs'].append(d)
                     say(f'rep{rep} c={conns:<3} {path:12} rps={d["rps"]:>9.0f} p50={d["p50_ms"]:.3f}ms p99={d["p99_ms"]:.3f}ms '
                         f'cpu={d["cpu_us"][0]:.1f}+{d["cpu_us"][1]:.1f}us/req err={d["sock_errors"]}/{d["non2xx"]}')
-            for path in ('direct', 'weft-hbone', 'envoy-hbone'):
+            # The two tunnels alternate which goes first, as the wrk rows rotate.
+            tunnels = ('weft-hbone', 'envoy-hbone') if rep % 2 == 0 else ('envoy-hbone', 'weft-hbone')
+            for path in ('direct',) + tunnels:
                 quiet_wait(QUIET, MAX_WAIT)
                 gbps = b.iperf(path, DUR, raw=f'{b.run_dir}/iperf_{path}_r{rep}.txt')
                 res['tcp'].append({'path': path, 'rep': rep, 'gbps': gbps})
