@@ -32,10 +32,27 @@ public enum Cgroups {
         return UInt64(st.st_ino)
     }
 
-    /// Immediate child cgroups (folders) of `path`.
+    /// Immediate child cgroups (folders) of `path`. Read with readdir's file
+    /// types: a cgroup folder holds dozens of control files, and the agent
+    /// walks the tree every reconcile, so one `stat` per file (what a
+    /// Foundation listing and an existence check cost) added up.
     public static func children(_ path: String) -> [String] {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return [] }
-        return names.filter { exists("\(path)/\($0)") }.sorted()
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let entry = readdir(dir) {
+            let type = entry.pointee.d_type
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
+            if name == "." || name == ".." { continue }
+            switch Int32(type) {
+            case Int32(DT_DIR): out.append(name)
+            case Int32(DT_UNKNOWN): if exists("\(path)/\(name)") { out.append(name) }
+            default: continue
+            }
+        }
+        return out.sorted()
     }
 
     /// `path` and every cgroup below it.

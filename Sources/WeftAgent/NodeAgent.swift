@@ -552,17 +552,19 @@ public actor NodeAgent: Service {
         if !tunnelAddresses.isEmpty {
             listenerReports.append(CaptureReport.ListenerReport(netns: "node (HBONE)", addresses: tunnelAddresses))
         }
+        // Counted once per reconcile (each count walks a map's keys, one system call per entry).
+        let mapStats = dataplane.mapStats()
         let report = CaptureReport(
             node: config.node, ready: ready, configGeneration: generation, repairs: repairs,
             namespaces: nsReports, workloads: reports, listeners: listenerReports,
-            maps: dataplane.mapFill(), appliedVersion: config.control == nil ? nil : appliedVersion,
+            maps: Dictionary(mapStats.map { ($0.name, $0.entries) }, uniquingKeysWith: { a, _ in a }), appliedVersion: config.control == nil ? nil : appliedVersion,
             proxy: proxy.stats.snapshot())
         shared.report.withLock { $0 = report }
         var repairsByWorkload: [String: Int] = [:]
         for w in found {
             if let k = w.pinKey, let n = repairCount[k] { repairsByWorkload["\(w.ref.namespace.rawValue)/\(w.ref.name.rawValue)"] = n }
         }
-        let (maps, programs) = (dataplane.mapStats(), dataplane.programStats())
+        let (maps, programs) = (mapStats, dataplane.programStats())
         let version: Int64? = config.control == nil || !synced ? nil : appliedVersion
         let expiry = Dictionary(certificates.map { ($0.key.uri, $0.value.certificate.notValidAfter) }, uniquingKeysWith: { a, _ in a })
         shared.metricsState.withLock {

@@ -316,17 +316,6 @@ public final class CaptureDataplane {
         }
     }
 
-    /// Entries in each map (walks the keys: for the admin API, not the data path).
-    public func mapFill() -> [String: Int] {
-        var out: [String: Int] = [:]
-        for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size), ("weft_dns_orig", 8),
-                                  ("weft_mtls_mode", MemoryLayout<weft_mtls_key>.size)] {
-            guard let fd = try? mapFD(name) else { continue }
-            out[name] = Self.countEntries(fd: fd, keySize: keySize)
-        }
-        return out
-    }
-
     // MARK: PeerAuthentication
 
     /// One entry of `weft_mtls_mode`: a cgroup (a workload's, or a namespace
