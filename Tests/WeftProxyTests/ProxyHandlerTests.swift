@@ -197,4 +197,39 @@ struct ProxyHandlerTests {
         cache.forget(c, key: two)
         #expect(cache.take(two) == nil)
     }
+
+    /// The flushes that reached the recorders, in order (one event loop).
+    final class FlushLog { var names: [String] = [] }
+
+    /// Notes each flush that reaches it, by channel name.
+    final class FlushRecorder: ChannelOutboundHandler {
+        typealias OutboundIn = IOData
+        let name: String
+        let log: FlushLog
+        init(_ name: String, _ log: FlushLog) { self.name = name; self.log = log }
+        func flush(context: ChannelHandlerContext) {
+            log.names.append(name)
+            context.flush()
+        }
+    }
+
+    @Test func aLastCoalescerFlushesAfterTheTicksOtherDeferredFlushes() throws {
+        let loop = EmbeddedEventLoop()
+        let log = FlushLog()
+        let toWorkload = EmbeddedChannel(handlers: [FlushRecorder("workload", log), FlushCoalescer(last: true)], loop: loop)
+        let toClient = EmbeddedChannel(handlers: [FlushRecorder("client", log), FlushCoalescer()], loop: loop)
+        defer {
+            _ = try? toWorkload.finish()
+            _ = try? toClient.finish()
+        }
+        toWorkload.write(Self.bytes("request", toWorkload), promise: nil as EventLoopPromise<Void>?)
+        toWorkload.flush()
+        toClient.write(Self.bytes("response", toClient), promise: nil as EventLoopPromise<Void>?)
+        toClient.flush()
+        #expect(log.names.isEmpty)
+        loop.run()
+        #expect(log.names == ["client", "workload"])
+        #expect(try Self.outbound(toWorkload) == ["request"])
+        #expect(try Self.outbound(toClient) == ["response"])
+    }
 }

@@ -901,7 +901,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                     try upstream.pipeline.syncOperations.addHandler(relay)
                 } else {
                 try upstream.pipeline.syncOperations.addHandlers([
-                    FlushCoalescer(),
+                    FlushCoalescer(last: true),
                     HTTPRequestEncoder(),
                     ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes,
                                                               informationalResponseStrategy: .forward)),

@@ -29,8 +29,16 @@ final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
     /// One per connection, so its buffer is kept from one tick to the next.
     private var joiner = WriteJoiner(reusesBuffer: true)
 
-    init(joinWrites: Bool = false) {
+    /// Flushed after the tick's other deferred flushes (one task later). For
+    /// a connection to a workload on this CPU's node: its write wakes the
+    /// workload, which may take the CPU at once; the tick's responses to
+    /// clients go out before that (weft-1hop at 50 connections: p50 2.17 →
+    /// 2.01 ms, CPU per request unchanged).
+    private let last: Bool
+
+    init(joinWrites: Bool = false, last: Bool = false) {
         self.joinWrites = joinWrites
+        self.last = last
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -49,13 +57,19 @@ final class FlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        flushTask = {
+        let task: @Sendable () -> Void = {
             let (coalescer, context) = bound.value
             coalescer.scheduled = false
             if !coalescer.removed {
                 coalescer.passJoined(context: context)
                 context.flush()
             }
+        }
+        if last {
+            let loop = context.eventLoop
+            flushTask = { loop.execute(task) }
+        } else {
+            flushTask = task
         }
     }
 
