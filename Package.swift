@@ -257,6 +257,7 @@ let package = Package(
             name: "WeftProxyTests",
             dependencies: [
                 "WeftProxy",
+                "WeftCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -5,13 +5,13 @@ import NIOCore
 /// ``HBONEStreamHandler`` for a stream (one DATA frame per flush).
 ///
 /// A lone write is held as it is, uncopied. With the second one of a run, a
-/// connection-level joiner (`reusesBuffer`) starts a buffer of its own, which it
-/// keeps for its next run; a stream's joiner appends to the first write's
+/// connection-level joiner (`reusesBuffer`) starts a buffer of its own, which
+/// it keeps for its next run; a stream's joiner appends to the first write's
 /// buffer instead (no buffer per stream is kept, and none is made when the
-/// first has room). A write
-/// that would take the run past `limit` ends it; one that large alone goes
-/// on as it is. The caller writes what `add` and `take` hand back, in order:
-/// nothing here calls out, so a write that fails at once cannot re-enter it.
+/// first has room). A write that would take the run past `limit` ends it; one
+/// that large alone goes on as it is. The caller writes what `add` and `take`
+/// hand back, in order: nothing here calls out, so a write that fails at once
+/// cannot re-enter it.
 struct WriteJoiner {
     /// TLS's largest record, and HTTP/2's default largest frame.
     static let limit = 16 * 1024
@@ -21,7 +21,9 @@ struct WriteJoiner {
     private let reusesBuffer: Bool
     private var pending: ByteBuffer?
     private var promise: EventLoopPromise<Void>?
-    /// `pending` is the joiner's own buffer (appended to), not a writer's (copied first).
+    /// `pending` holds a run of two writes or more and is appended to (the
+    /// joiner's own buffer, or for a stream the first write's); else it is a
+    /// lone write, held as it came.
     private var pendingIsOwn = false
     private var spare: ByteBuffer?
 
@@ -42,7 +44,7 @@ struct WriteJoiner {
             if joined.readableBytes + incoming.readableBytes <= Self.limit {
                 if !pendingIsOwn {
                     if reusesBuffer {
-                        var own = ownBuffer(allocator, capacity: joined.readableBytes + incoming.readableBytes)
+                        var own = ownBuffer(allocator)
                         own.writeBuffer(&joined)
                         joined = own
                     }
@@ -99,12 +101,13 @@ struct WriteJoiner {
         held?.fail(error)
     }
 
-    private mutating func ownBuffer(_ allocator: ByteBufferAllocator, capacity: Int) -> ByteBuffer {
+    /// The connection-level joiner's buffer: last run's, or a new one of `limit` bytes.
+    private mutating func ownBuffer(_ allocator: ByteBufferAllocator) -> ByteBuffer {
         if var reused = spare {
             spare = nil
             reused.clear()
             return reused
         }
-        return allocator.buffer(capacity: reusesBuffer ? Self.limit : capacity)
+        return allocator.buffer(capacity: Self.limit)
     }
 }
