@@ -12,7 +12,7 @@ import Testing
     "Authorization (AuthorizationPolicy, PeerAuthentication)",
     .serialized,
     .enabled(if: TestEnvironment.shouldRun, "not root and WEFT_SKIP_PRIVILEGED=1: privileged tests skipped"),
-    .timeLimit(.minutes(4)),
+    .nodeGateTimeLimit,
     .compactMapIssues { FailureTracker.shared.note($0) }
 )
 struct AuthorizationPolicyTests {

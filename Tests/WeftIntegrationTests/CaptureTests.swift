@@ -11,7 +11,7 @@ import Glibc
     "weftd captures workloads on a real kernel",
     .serialized,
     .enabled(if: TestEnvironment.shouldRun, "not root and WEFT_SKIP_PRIVILEGED=1: privileged tests skipped"),
-    .timeLimit(.minutes(2)),
+    .nodeGateTimeLimit,
     .compactMapIssues { FailureTracker.shared.note($0) }
 )
 struct CaptureTests {

@@ -13,8 +13,7 @@ import Glibc
     "weftd follows weft-control on a real kernel",
     .serialized,
     .enabled(if: TestEnvironment.shouldRun, "not root and WEFT_SKIP_PRIVILEGED=1: privileged tests skipped"),
-    // Two minutes: a test may first wait (NodeGate) for a capture test of the other suite.
-    .timeLimit(.minutes(2)),
+    .nodeGateTimeLimit,
     .compactMapIssues { FailureTracker.shared.note($0) }
 )
 struct ControlTests {

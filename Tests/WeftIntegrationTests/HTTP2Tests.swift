@@ -16,7 +16,7 @@ extension TestEnvironment {
     "HTTP/2 and gRPC through the mesh",
     .serialized,
     .enabled(if: TestEnvironment.shouldRun, "not root and WEFT_SKIP_PRIVILEGED=1: privileged tests skipped"),
-    .timeLimit(.minutes(3)),
+    .nodeGateTimeLimit,
     .compactMapIssues { FailureTracker.shared.note($0) }
 )
 struct HTTP2Tests {

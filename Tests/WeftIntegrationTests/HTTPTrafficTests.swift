@@ -12,7 +12,7 @@ import Testing
     "HTTP traffic management (weights, retries, timeouts, faults, mirrors, redirects, rewrites)",
     .serialized,
     .enabled(if: TestEnvironment.shouldRun, "not root and WEFT_SKIP_PRIVILEGED=1: privileged tests skipped"),
-    .timeLimit(.minutes(3)),
+    .nodeGateTimeLimit,
     .compactMapIssues { FailureTracker.shared.note($0) }
 )
 struct HTTPTrafficTests {

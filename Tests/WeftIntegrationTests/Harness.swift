@@ -118,6 +118,15 @@ func withTestNode(
     }
 }
 
+extension Trait where Self == TimeLimitTrait {
+    /// The time limit of every privileged suite. Swift Testing counts a test's
+    /// wait at ``NodeGate`` too, and every suite's tests queue there: a test
+    /// may wait for most of the integration phase (about 4 minutes here)
+    /// before its own node starts. So this is a backstop against a hang, not
+    /// a timing assertion; each wait inside a test has its own deadline.
+    static var nodeGateTimeLimit: Self { .timeLimit(.minutes(10)) }
+}
+
 /// One test node at a time, across suites: each suite is serialized, but
 /// suites run in parallel, and two debug weftds (plus probes) on a small VM
 /// make each other's timing assertions flaky.

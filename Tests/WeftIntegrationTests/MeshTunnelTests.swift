@@ -11,7 +11,7 @@ import Glibc
     "HBONE mTLS between nodes",
     .serialized,
     .enabled(if: TestEnvironment.shouldRun, "not root and WEFT_SKIP_PRIVILEGED=1: privileged tests skipped"),
-    .timeLimit(.minutes(3)),
+    .nodeGateTimeLimit,
     .compactMapIssues { FailureTracker.shared.note($0) }
 )
 struct MeshTunnelTests {

@@ -9,7 +9,7 @@ import Testing
     "Observability (Prometheus, OTLP traces, access logs)",
     .serialized,
     .enabled(if: TestEnvironment.shouldRun, "not root and WEFT_SKIP_PRIVILEGED=1: privileged tests skipped"),
-    .timeLimit(.minutes(4)),
+    .nodeGateTimeLimit,
     .compactMapIssues { FailureTracker.shared.note($0) }
 )
 struct ObservabilityTests {

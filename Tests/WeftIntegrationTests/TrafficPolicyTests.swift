@@ -13,7 +13,7 @@ import Testing
     "Traffic policy (DestinationRule: load balancing, outlier detection, circuit breaking)",
     .serialized,
     .enabled(if: TestEnvironment.shouldRun, "not root and WEFT_SKIP_PRIVILEGED=1: privileged tests skipped"),
-    .timeLimit(.minutes(3)),
+    .nodeGateTimeLimit,
     .compactMapIssues { FailureTracker.shared.note($0) }
 )
 struct TrafficPolicyTests {
