@@ -64,29 +64,98 @@ public enum SecurityPolicy: String, Sendable, Hashable {
 }
 
 /// What every istio_* series of one request or connection shares.
+///
+/// A value type over one shared, copy-on-write box: a request's labels are
+/// copied into its metric key, the connection's recent-series cache and its
+/// access-log record, and copying the box is one reference count where
+/// copying its eighteen strings was eighteen, and again on release.
 public struct TrafficLabels: Sendable, Hashable {
-    public var reporter: Reporter
-    public var source: PeerLabels
-    public var destination: PeerLabels
-    public var service: ServiceLabels
+    // Mutated only through `unique()`, so a box seen by two values is never
+    // written: sharing it across threads is safe.
+    private final class Storage: @unchecked Sendable {
+        var reporter: Reporter
+        var source: PeerLabels
+        var destination: PeerLabels
+        var service: ServiceLabels
+        var requestProtocol: String
+        var security: SecurityPolicy
+
+        init(reporter: Reporter, source: PeerLabels, destination: PeerLabels, service: ServiceLabels,
+             requestProtocol: String, security: SecurityPolicy) {
+            self.reporter = reporter
+            self.source = source
+            self.destination = destination
+            self.service = service
+            self.requestProtocol = requestProtocol
+            self.security = security
+        }
+
+        func copy() -> Storage {
+            Storage(reporter: reporter, source: source, destination: destination, service: service,
+                    requestProtocol: requestProtocol, security: security)
+        }
+    }
+
+    private var storage: Storage
+
+    public var reporter: Reporter {
+        get { storage.reporter }
+        set { unique().reporter = newValue }
+    }
+    public var source: PeerLabels {
+        get { storage.source }
+        set { unique().source = newValue }
+    }
+    public var destination: PeerLabels {
+        get { storage.destination }
+        set { unique().destination = newValue }
+    }
+    public var service: ServiceLabels {
+        get { storage.service }
+        set { unique().service = newValue }
+    }
     /// http, grpc or tcp.
-    public var requestProtocol: String
-    public var security: SecurityPolicy
+    public var requestProtocol: String {
+        get { storage.requestProtocol }
+        set { unique().requestProtocol = newValue }
+    }
+    public var security: SecurityPolicy {
+        get { storage.security }
+        set { unique().security = newValue }
+    }
 
     public init(reporter: Reporter, source: PeerLabels, destination: PeerLabels, service: ServiceLabels,
                 requestProtocol: String, security: SecurityPolicy) {
-        self.reporter = reporter
-        self.source = source
-        self.destination = destination
-        self.service = service
-        self.requestProtocol = requestProtocol
-        self.security = security
+        storage = Storage(reporter: reporter, source: source, destination: destination, service: service,
+                          requestProtocol: requestProtocol, security: security)
+    }
+
+    private mutating func unique() -> Storage {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        return storage
     }
 
     public func reported(by reporter: Reporter) -> TrafficLabels {
         var copy = self
         copy.reporter = reporter
         return copy
+    }
+
+    public static func == (a: TrafficLabels, b: TrafficLabels) -> Bool {
+        let l = a.storage, r = b.storage
+        if l === r { return true }
+        return l.reporter == r.reporter && l.security == r.security && l.requestProtocol == r.requestProtocol
+            && l.service == r.service && l.destination == r.destination && l.source == r.source
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        let s = storage
+        hasher.combine(s.reporter)
+        hasher.combine(s.source)
+        hasher.combine(s.destination)
+        hasher.combine(s.service)
+        hasher.combine(s.requestProtocol)
+        hasher.combine(s.security)
     }
 }
 

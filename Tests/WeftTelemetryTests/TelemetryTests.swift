@@ -14,6 +14,23 @@ struct TelemetryTests {
                       requestProtocol: "http", security: .mutualTLS)
     }
 
+    @Test func trafficLabelsCopiesAreIndependentValuesThatCompareAndHashByContent() {
+        let original = Self.traffic("frontend")
+        var changed = original
+        changed.destination = .unknown
+        changed.requestProtocol = "grpc"
+        #expect(original.destination.workload == "catalog-v1" && original.requestProtocol == "http",
+                "a copy's change must not reach the value it was copied from")
+        #expect(changed.destination == .unknown && changed.requestProtocol == "grpc")
+        let destination = original.reported(by: .destination)
+        #expect(original.reporter == .source && destination.reporter == .destination)
+        // Equal contents built separately: equal, same hash, one series.
+        let rebuilt = Self.traffic("frontend")
+        #expect(rebuilt == original && rebuilt.hashValue == original.hashValue)
+        #expect(rebuilt != changed && rebuilt != destination)
+        #expect(Set([original, rebuilt, changed, destination]).count == 3)
+    }
+
     @Test func aLabelBombIsFoldedIntoOneOverflowSeriesAndCountedWhileTotalsStayRight() {
         let registry = PrometheusCollectorRegistry()
         let metrics = MeshMetrics(registry: registry, maxSeriesPerMetric: 50)
