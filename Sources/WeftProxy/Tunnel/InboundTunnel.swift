@@ -34,6 +34,7 @@ final class InboundTunnelServer: Sendable {
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.recvAllocator, value: NodeProxy.reads)
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture { try self.initialize(channel, netns: netns) }
                 }

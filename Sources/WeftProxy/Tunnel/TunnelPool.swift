@@ -139,6 +139,7 @@ final class TunnelPool: Sendable {
         let logger = self.logger
         return ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: NodeProxy.reads)
             .channelOption(.socket(SocketOptionLevel(SOL_SOCKET), SocketOptionName(SO_MARK)),
                            value: SocketOptionValue(Int32(bitPattern: mark)))
             .connectTimeout(connectTimeout)
