@@ -70,68 +70,58 @@ public enum SecurityPolicy: String, Sendable, Hashable {
 /// access-log record, and copying the box is one reference count where
 /// copying its eighteen strings was eighteen, and again on release.
 public struct TrafficLabels: Sendable, Hashable {
-    // Mutated only through `unique()`, so a box seen by two values is never
-    // written: sharing it across threads is safe.
-    private final class Storage: @unchecked Sendable {
+    private struct Fields: Hashable {
         var reporter: Reporter
         var source: PeerLabels
         var destination: PeerLabels
         var service: ServiceLabels
         var requestProtocol: String
         var security: SecurityPolicy
+    }
 
-        init(reporter: Reporter, source: PeerLabels, destination: PeerLabels, service: ServiceLabels,
-             requestProtocol: String, security: SecurityPolicy) {
-            self.reporter = reporter
-            self.source = source
-            self.destination = destination
-            self.service = service
-            self.requestProtocol = requestProtocol
-            self.security = security
-        }
-
-        func copy() -> Storage {
-            Storage(reporter: reporter, source: source, destination: destination, service: service,
-                    requestProtocol: requestProtocol, security: security)
-        }
+    // Written only through `unique()`, so a box two values share is never
+    // written: handing it to another thread is safe.
+    private final class Storage: @unchecked Sendable {
+        var fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
     }
 
     private var storage: Storage
 
     public var reporter: Reporter {
-        get { storage.reporter }
-        set { unique().reporter = newValue }
+        get { storage.fields.reporter }
+        set { unique().fields.reporter = newValue }
     }
     public var source: PeerLabels {
-        get { storage.source }
-        set { unique().source = newValue }
+        get { storage.fields.source }
+        set { unique().fields.source = newValue }
     }
     public var destination: PeerLabels {
-        get { storage.destination }
-        set { unique().destination = newValue }
+        get { storage.fields.destination }
+        set { unique().fields.destination = newValue }
     }
     public var service: ServiceLabels {
-        get { storage.service }
-        set { unique().service = newValue }
+        get { storage.fields.service }
+        set { unique().fields.service = newValue }
     }
     /// http, grpc or tcp.
     public var requestProtocol: String {
-        get { storage.requestProtocol }
-        set { unique().requestProtocol = newValue }
+        get { storage.fields.requestProtocol }
+        set { unique().fields.requestProtocol = newValue }
     }
     public var security: SecurityPolicy {
-        get { storage.security }
-        set { unique().security = newValue }
+        get { storage.fields.security }
+        set { unique().fields.security = newValue }
     }
 
     public init(reporter: Reporter, source: PeerLabels, destination: PeerLabels, service: ServiceLabels,
                 requestProtocol: String, security: SecurityPolicy) {
-        storage = Storage(reporter: reporter, source: source, destination: destination, service: service,
-                          requestProtocol: requestProtocol, security: security)
+        storage = Storage(Fields(reporter: reporter, source: source, destination: destination, service: service,
+                                 requestProtocol: requestProtocol, security: security))
     }
 
     private mutating func unique() -> Storage {
-        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        if !isKnownUniquelyReferenced(&storage) { storage = Storage(storage.fields) }
         return storage
     }
 
@@ -142,20 +132,11 @@ public struct TrafficLabels: Sendable, Hashable {
     }
 
     public static func == (a: TrafficLabels, b: TrafficLabels) -> Bool {
-        let l = a.storage, r = b.storage
-        if l === r { return true }
-        return l.reporter == r.reporter && l.security == r.security && l.requestProtocol == r.requestProtocol
-            && l.service == r.service && l.destination == r.destination && l.source == r.source
+        a.storage === b.storage || a.storage.fields == b.storage.fields
     }
 
     public func hash(into hasher: inout Hasher) {
-        let s = storage
-        hasher.combine(s.reporter)
-        hasher.combine(s.source)
-        hasher.combine(s.destination)
-        hasher.combine(s.service)
-        hasher.combine(s.requestProtocol)
-        hasher.combine(s.security)
+        hasher.combine(storage.fields)
     }
 }
 
