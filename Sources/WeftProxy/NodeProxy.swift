@@ -220,7 +220,7 @@ public final class NodeProxy: Sendable {
                 .channelOption(.autoRead, value: false)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: NodeProxy.reads)
+                .channelOption(.recvAllocator, value: NodeProxy.reads)
                 .withConnectedSocket(fd)
         }
     }
