@@ -24,12 +24,15 @@ public struct AuthorizationRequest: Sendable, Hashable {
             self.path = path
             self.host = host
             // Names already in lower case (most are, from another proxy or an HTTP/2 client)
-            // are kept as they are: no new list, no new strings.
-            if headers.contains(where: { Self.needsLowercasing($0.name) }) {
-                self.headers = headers.map { (name: Self.needsLowercasing($0.name) ? $0.name.lowercased() : $0.name, value: $0.value) }
-            } else {
-                self.headers = headers
+            // are kept as they are: no new list, no new strings. Names before the first
+            // that needs it are not looked at again.
+            var lowered = headers
+            if let first = headers.firstIndex(where: { Self.needsLowercasing($0.name) }) {
+                for i in first..<lowered.endIndex where Self.needsLowercasing(lowered[i].name) {
+                    lowered[i].name = lowered[i].name.lowercased()
+                }
             }
+            self.headers = lowered
         }
 
         /// An ASCII capital, or a byte outside ASCII (left to `lowercased()`).
