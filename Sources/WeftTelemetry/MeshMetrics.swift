@@ -65,12 +65,14 @@ public enum SecurityPolicy: String, Sendable, Hashable {
 
 /// What every istio_* series of one request or connection shares.
 ///
-/// A value type over one shared, copy-on-write box: a request's labels are
+/// A value type over one shared, immutable box: a request's labels are
 /// copied into its metric key, the connection's recent-series cache and its
 /// access-log record, and copying the box is one reference count where
-/// copying its eighteen strings was eighteen, and again on release.
+/// copying its eighteen strings was eighteen, and again on release. A
+/// change makes a new box; callers that make the same change per request
+/// keep its result (`sharesStorage(with:)` tells them it is the same).
 public struct TrafficLabels: Sendable, Hashable {
-    private struct Fields: Hashable {
+    private struct Fields: Hashable, Sendable {
         var reporter: Reporter
         var source: PeerLabels
         var destination: PeerLabels
@@ -79,10 +81,10 @@ public struct TrafficLabels: Sendable, Hashable {
         var security: SecurityPolicy
     }
 
-    // Written only through `unique()`, so a box two values share is never
-    // written: handing it to another thread is safe.
-    private final class Storage: @unchecked Sendable {
-        var fields: Fields
+    // Never written once made: two values share it safely across threads, and
+    // comparing two of them borrows their fields in place, with no copy.
+    private final class Storage: Sendable {
+        let fields: Fields
         init(_ fields: Fields) { self.fields = fields }
     }
 
@@ -90,28 +92,28 @@ public struct TrafficLabels: Sendable, Hashable {
 
     public var reporter: Reporter {
         get { storage.fields.reporter }
-        set { unique().fields.reporter = newValue }
+        set { change { $0.reporter = newValue } }
     }
     public var source: PeerLabels {
         get { storage.fields.source }
-        set { unique().fields.source = newValue }
+        set { change { $0.source = newValue } }
     }
     public var destination: PeerLabels {
         get { storage.fields.destination }
-        set { unique().fields.destination = newValue }
+        set { change { $0.destination = newValue } }
     }
     public var service: ServiceLabels {
         get { storage.fields.service }
-        set { unique().fields.service = newValue }
+        set { change { $0.service = newValue } }
     }
     /// http, grpc or tcp.
     public var requestProtocol: String {
         get { storage.fields.requestProtocol }
-        set { unique().fields.requestProtocol = newValue }
+        set { change { $0.requestProtocol = newValue } }
     }
     public var security: SecurityPolicy {
         get { storage.fields.security }
-        set { unique().fields.security = newValue }
+        set { change { $0.security = newValue } }
     }
 
     public init(reporter: Reporter, source: PeerLabels, destination: PeerLabels, service: ServiceLabels,
@@ -120,9 +122,16 @@ public struct TrafficLabels: Sendable, Hashable {
                                  requestProtocol: requestProtocol, security: security))
     }
 
-    private mutating func unique() -> Storage {
-        if !isKnownUniquelyReferenced(&storage) { storage = Storage(storage.fields) }
-        return storage
+    private mutating func change(_ edit: (inout Fields) -> Void) {
+        var fields = storage.fields
+        edit(&fields)
+        storage = Storage(fields)
+    }
+
+    /// The same box: equal without reading a label, and a change made to one
+    /// of them before gives the same result.
+    public func sharesStorage(with other: TrafficLabels) -> Bool {
+        storage === other.storage
     }
 
     public func reported(by reporter: Reporter) -> TrafficLabels {

@@ -24,9 +24,14 @@ struct TelemetryTests {
         #expect(changed.destination == .unknown && changed.requestProtocol == "grpc")
         let destination = original.reported(by: .destination)
         #expect(original.reporter == .source && destination.reporter == .destination)
+        // A copy shares its box until it is changed; a change is a box of its own.
+        let copy = original
+        #expect(copy.sharesStorage(with: original))
+        #expect(!changed.sharesStorage(with: original) && !destination.sharesStorage(with: original))
         // Equal contents built separately: equal, same hash, one series.
         let rebuilt = Self.traffic("frontend")
         #expect(rebuilt == original && rebuilt.hashValue == original.hashValue)
+        #expect(!rebuilt.sharesStorage(with: original), "equal by content, not by sharing")
         #expect(rebuilt != changed && rebuilt != destination)
         #expect(Set([original, rebuilt, changed, destination]).count == 3)
     }

@@ -401,8 +401,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                                _ exchange: Exchange) {
         // Until a backend answers, the request is reported against the routed Service.
         let routedService = (namespace: service.namespace, name: service.service)
-        exchange.traffic = [TrafficLabels(reporter: .source, source: labels.source(workload, proxy), destination: .unknown,
-                                          service: labels.service(routedService, proxy), requestProtocol: "http", security: .none)]
+        exchange.traffic = labels.routed(workload, routedService, proxy)
         let view = RequestView(method: head.method.rawValue, path: target.path, query: target.query, headers: headers)
         guard let selected = service.routes.select(view) else {
             proxy.stats.httpNoRoute.add(1, ordering: .relaxed)
@@ -504,7 +503,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
         exchange.requestID = out.first(name: "x-request-id")
         let backendService = (namespace: backendNamespace, name: backend.backend.name)
-        exchange.traffic[0].service = labels.service(backendService, proxy)
+        exchange.traffic = labels.backend(exchange.traffic, backendService, proxy)
 
         if let tracing = proxy.telemetry.tracing {
             startSpan(tracing, "\(exchange.traffic[0].service.host):\(backend.backend.port)/*", kind: .client, headers: &out,
@@ -666,16 +665,14 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.inFlightAt = endpoint
             exchange.endpoint = endpoint
         }
-        exchange.traffic[0].destination = labels.destination(hop, proxy)
-        exchange.traffic[0].security = hop.identities != nil ? .mutualTLS : .none
+        // This proxy may be the destination's too: its report, and its server span below.
+        let reportsDestination = hop.isLocalMeshed && exchange.traffic.count == 1
+        exchange.traffic = labels.connected(exchange.traffic, hop, reportsDestination: reportsDestination, proxy)
         exchange.upstreamTarget = hop.target
         var head = forwarded
         // `forwarded` carries 1: only a retry's head is copied to say otherwise.
         if attempt != 1 { head.headers.replaceOrAdd(name: "x-weft-attempt-count", value: String(attempt)) }
-        if hop.isLocalMeshed, exchange.traffic.count == 1 {
-            // This proxy is the destination's too: its report and its server span.
-            let d = exchange.traffic[0].reported(by: .destination)
-            exchange.traffic.append(d)
+        if reportsDestination, let d = exchange.traffic.last {
             if let tracing = proxy.telemetry.tracing, let target = exchange.target {
                 startSpan(tracing, "\(d.service.host):\(hop.target.port)/*", kind: .server, headers: &head.headers,
                           exchange, traffic: d, target: target)
@@ -1352,9 +1349,47 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// The labels a client connection's requests report: its source (one
 /// workload), and the last Service and destination workload, which a
-/// connection's requests nearly always share. Reusing the same strings also
-/// lets the metrics' label-set lookup compare them by their storage.
+/// connection's requests nearly always share. Reusing the same label sets
+/// also lets the metrics' label-set lookup compare them by their storage.
 struct LabelCache {
+    /// What a step of a request's labelling changed, and the label sets it
+    /// made: the next request that brings the same sets (the same boxes) and
+    /// the same change gets the same sets back, with no string copied and no
+    /// box or list made.
+    private struct Step<Change: Equatable> {
+        private var input: [TrafficLabels] = []
+        private var change: Change?
+        private var output: [TrafficLabels] = []
+
+        func made(from input: [TrafficLabels], by change: Change) -> [TrafficLabels]? {
+            guard self.change == change, self.input.count == input.count,
+                  zip(self.input, input).allSatisfy({ $0.sharesStorage(with: $1) }) else { return nil }
+            return output
+        }
+
+        mutating func keep(_ output: [TrafficLabels], from input: [TrafficLabels], by change: Change) -> [TrafficLabels] {
+            self.input = input
+            self.change = change
+            self.output = output
+            return output
+        }
+    }
+
+    private struct ServiceName: Equatable {
+        var namespace: String
+        var name: String
+    }
+
+    private struct Connection: Equatable {
+        var destination: WorkloadRef?
+        var security: SecurityPolicy
+        var reportsDestination: Bool
+    }
+
+    private var routedStep = Step<ServiceName>()
+    private var backendStep = Step<ServiceName>()
+    private var connectedStep = Step<Connection>()
+
     private var sourceLabels: PeerLabels?
     private var lastService: (namespace: String, name: String, labels: ServiceLabels)?
     private var lastDestination: (ref: WorkloadRef, labels: PeerLabels)?
@@ -1390,6 +1425,45 @@ struct LabelCache {
         let made = proxy.serviceLabels(service)
         lastService = (service.namespace, service.name, made)
         return made
+    }
+
+    /// A request at its source, reported against the Service it was routed
+    /// on until a backend answers.
+    mutating func routed(_ workload: WorkloadRef?, _ service: (namespace: String, name: String),
+                         _ proxy: NodeProxy) -> [TrafficLabels] {
+        let change = ServiceName(namespace: service.namespace, name: service.name)
+        if let made = routedStep.made(from: [], by: change) { return made }
+        let traffic = TrafficLabels(reporter: .source, source: source(workload, proxy), destination: .unknown,
+                                    service: self.service(service, proxy), requestProtocol: "http", security: .none)
+        return routedStep.keep([traffic], from: [], by: change)
+    }
+
+    /// The same sets, the first now reported against the backend's Service.
+    mutating func backend(_ traffic: [TrafficLabels], _ service: (namespace: String, name: String),
+                          _ proxy: NodeProxy) -> [TrafficLabels] {
+        guard !traffic.isEmpty else { return traffic }
+        let change = ServiceName(namespace: service.namespace, name: service.name)
+        if let made = backendStep.made(from: traffic, by: change) { return made }
+        var changed = traffic
+        changed[0].service = self.service(service, proxy)
+        return backendStep.keep(changed, from: traffic, by: change)
+    }
+
+    /// The first set now names the hop's destination workload and whether
+    /// the hop is mutual TLS; with `reportsDestination`, this proxy reports
+    /// as the destination's too, in a second set.
+    mutating func connected(_ traffic: [TrafficLabels], _ hop: Hop, reportsDestination: Bool,
+                            _ proxy: NodeProxy) -> [TrafficLabels] {
+        guard !traffic.isEmpty else { return traffic }
+        let security: SecurityPolicy = hop.identities != nil ? .mutualTLS : .none
+        let change = Connection(destination: hop.destinationEntry?.ref, security: security,
+                                reportsDestination: reportsDestination)
+        if let made = connectedStep.made(from: traffic, by: change) { return made }
+        var changed = traffic
+        changed[0].destination = destination(hop, proxy)
+        changed[0].security = security
+        if reportsDestination { changed.append(changed[0].reported(by: .destination)) }
+        return connectedStep.keep(changed, from: traffic, by: change)
     }
 
     mutating func destination(_ hop: Hop, _ proxy: NodeProxy) -> PeerLabels {
