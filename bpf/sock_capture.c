@@ -11,6 +11,12 @@
  * PeerAuthentication STRICT on connections into meshed workloads: capture and
  * its enforcement are attached, adopted and checked as one set of hooks.
  *
+ * weft_sockops also enters a captured connection's socket, and a meshed
+ * workload's end of a connection from the proxy, in weft_socks; with
+ * weft_proxy_sockops (on weftd's own cgroup) entering the proxy's ends and
+ * weft_msg_redirect (on the map), same-node legs skip the TCP/IP stack
+ * (lib/redirect.h).
+ *
  * Loopback is the right target in every network namespace: a workload in its
  * own netns (a container, a pod) reaches the listener weftd opened inside that
  * netns, the way Istio ambient's in-pod redirection does.
@@ -21,6 +27,7 @@
 #include "lib/capture.h"
 #include "lib/dns.h"
 #include "lib/peer_auth.h"
+#include "lib/redirect.h"
 
 char _license[] SEC("license") = "Dual BSD/GPL";
 
@@ -224,6 +231,18 @@ int weft_sockops(struct bpf_sock_ops *skops)
 		/* On failure the proxy finds no record and closes the
 		 * connection: it never guesses a destination. */
 		bpf_map_update_elem(&WEFT_MAP_TUPLE, &key, orig, BPF_ANY);
+		/* Its peer is the proxy's listener on loopback. */
+		if (redirect_enabled(capture_config()))
+			redirect_join(skops, &key);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		/* A connection into the workload: joins only when it came from
+		 * a socket already in the map (the proxy's, on this node). */
+		if (!redirect_enabled(capture_config()) || !redirect_local_peer(skops))
+			break;
+		sockops_tuple_key(skops, &key);
+		if (redirect_from_proxy(&key))
+			redirect_join(skops, &key);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] != BPF_TCP_CLOSE)
@@ -232,6 +251,7 @@ int weft_sockops(struct bpf_sock_ops *skops)
 		bpf_map_delete_elem(&WEFT_MAP_ORIG_DST, &cookie);
 		sockops_tuple_key(skops, &key);
 		bpf_map_delete_elem(&WEFT_MAP_TUPLE, &key);
+		redirect_leave(&key);
 		break;
 	}
 	return 1;
@@ -260,4 +280,81 @@ int weft_inbound_ingress(struct __sk_buff *skb)
 	if (parsed == 0)
 		peer_auth_count(receiver, 0);
 	return CG_SKB_PASS;
+}
+
+/*
+ * On weftd's own cgroup: the proxy's ends of same-node legs join weft_socks.
+ * Only sockets that are the proxy's by construction: accepted on the outbound
+ * listener's port, or dialled with the proxy's mark (which takes
+ * CAP_NET_ADMIN to set). Anything else started in weftd's cgroup is left alone.
+ */
+SEC("sockops")
+int weft_proxy_sockops(struct bpf_sock_ops *skops)
+{
+	const struct weft_config *cfg;
+	struct weft_tuple_key key;
+	struct bpf_sock *sk;
+
+	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return 1;
+	if (skops->op == BPF_SOCK_OPS_STATE_CB) {
+		if (skops->args[1] == BPF_TCP_CLOSE) {
+			sockops_tuple_key(skops, &key);
+			redirect_leave(&key);
+		}
+		return 1;
+	}
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	cfg = capture_config();
+	if (!redirect_enabled(cfg) || !redirect_local_peer(skops))
+		return 1;
+	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+		if (skops->local_port != cfg->outbound_port)
+			return 1;
+	} else {
+		sk = skops->sk;
+		if (!sk || cfg->proxy_mark == 0 || sk->mark != cfg->proxy_mark)
+			return 1;
+	}
+	sockops_tuple_key(skops, &key);
+	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+		/* For the destination's end, which joins when it sees this. */
+		__u8 one = 1;
+
+		bpf_map_update_elem(&WEFT_MAP_PROXY_DIALS, &key, &one, BPF_ANY);
+	}
+	redirect_join(skops, &key);
+	return 1;
+}
+
+/* On weft_socks: every write of a joined socket. */
+SEC("sk_msg")
+int weft_msg_redirect(struct sk_msg_md *msg)
+{
+	struct weft_tuple_key peer;
+	__u32 *path, backlog;
+
+	if (!msg->sk)
+		return SK_PASS;
+	path = bpf_sk_storage_get(&WEFT_MAP_SOCK_PATH, msg->sk, 0, 0);
+	if (!path || *path == WEFT_PATH_TCP)
+		return SK_PASS;
+	redirect_msg_peer_key(msg, &peer);
+	backlog = redirect_peer_backlog(&peer);
+	if (backlog >= WEFT_REDIRECT_BACKLOG_MAX || msg->size > WEFT_REDIRECT_BACKLOG_MAX - backlog) {
+		/* The peer is not keeping up, or cannot be asked: TCP for
+		 * good, and its flow control (see lib/redirect.h). */
+		*path = WEFT_PATH_TCP;
+		return SK_PASS;
+	}
+	if (bpf_msg_redirect_hash(msg, &WEFT_MAP_SOCKS, &peer, BPF_F_INGRESS) == SK_PASS) {
+		*path = WEFT_PATH_REDIRECT;
+		return SK_PASS;
+	}
+	/* No peer at the first write: TCP for good. A peer gone later has
+	 * closed, and TCP answers that with a reset. */
+	if (*path == WEFT_PATH_UNDECIDED)
+		*path = WEFT_PATH_TCP;
+	return SK_PASS;
 }

@@ -27,6 +27,10 @@
 #define WEFT_MAP_MTLS_MODE     weft_mtls_mode
 #define WEFT_MAP_PROXY_ID      weft_proxy_id
 #define WEFT_MAP_INBOUND_STATS weft_inbound_stats
+#define WEFT_MAP_SOCKS         weft_socks
+#define WEFT_MAP_SOCK_PATH     weft_sock_path
+#define WEFT_MAP_PROXY_DIALS   weft_proxy_dials
+#define WEFT_MAP_SOCK_ADDR     weft_sock_addr
 
 /* Sizes: LRU maps evict the oldest entry rather than refusing a new
  * connection, and entries are also deleted when the socket closes. */
@@ -39,6 +43,10 @@
 /* One entry per meshed namespace slice, workload cgroup and port override. */
 #define WEFT_MTLS_MODE_MAX     16384
 #define WEFT_INBOUND_STATS_MAX 4096
+/* Sockets of same-node legs (a meshed workload and the node proxy). Full:
+ * new connections simply take the TCP path. */
+#define WEFT_SOCKS_MAX         65536
+#define WEFT_PROXY_DIALS_MAX   16384
 
 /* weft_config is an array with a single element at key 0. */
 struct weft_config {
@@ -51,6 +59,19 @@ struct weft_config {
 };
 
 #define WEFT_CFG_CAPTURE_IPV6  (1u << 0)
+/* Same-node legs between a meshed workload and the node proxy move socket to
+ * socket (sockmap) instead of through the TCP/IP stack: see lib/redirect.h. */
+#define WEFT_CFG_SOCKET_REDIRECT (1u << 1)
+
+/* weft_sock_path: how a joined socket's writes travel, fixed at the first. */
+#define WEFT_PATH_UNDECIDED    0
+#define WEFT_PATH_REDIRECT     1
+#define WEFT_PATH_TCP          2
+
+/* Redirected bytes a receiver may leave unread before its peer's writes go
+ * back to TCP for good, and TCP's flow control with them. About what TCP
+ * itself lets a connection hold (receive and send buffers). */
+#define WEFT_REDIRECT_BACKLOG_MAX (4u << 20)
 
 /* What a captured connect() originally asked for, keyed by socket cookie
  * (weft_orig_dst) and, once established, by 4-tuple (weft_tuple). A captured
@@ -65,6 +86,9 @@ struct weft_orig_dst {
 };
 
 /*
+ * Also the key of weft_socks (the sockets of same-node legs), where src is the
+ * socket's own end and dst its peer's.
+ *
  * A 4-tuple alone is not unique on a node: two workloads in their own network
  * namespaces can both dial from 127.0.0.1:40000 to 127.0.0.1:15001. The netns
  * cookie makes the key unique node-wide.

@@ -74,6 +74,27 @@ int weft_link_info(int link_fd, uint32_t *prog_id, uint64_t *cgroup_id, uint32_t
 	return 0;
 }
 
+int weft_sockmap_attach_msg_verdict(int prog_fd, int map_fd)
+{
+	__u32 ids[8], count = 8, flags = 0, i;
+
+	if (bpf_prog_attach(prog_fd, map_fd, BPF_SK_MSG_VERDICT, 0) == 0)
+		return 0;
+	if (bpf_prog_query(map_fd, BPF_SK_MSG_VERDICT, 0, &flags, ids, &count))
+		return -errno;
+	for (i = 0; i < count && i < 8; i++) {
+		int old = bpf_prog_get_fd_by_id(ids[i]);
+
+		if (old >= 0) {
+			bpf_prog_detach2(old, map_fd, BPF_SK_MSG_VERDICT);
+			close(old);
+		}
+	}
+	if (bpf_prog_attach(prog_fd, map_fd, BPF_SK_MSG_VERDICT, 0))
+		return -errno;
+	return 0;
+}
+
 int weft_prog_id(int prog_fd, uint32_t *prog_id)
 {
 	struct bpf_prog_info info;

@@ -15,10 +15,15 @@ public enum Cgroups {
     /// This process's own cgroup v2 id (from /proc/self/cgroup, the `0::`
     /// line, resolved under the cgroup2 mount); nil when it cannot be told.
     public static func ownID(mount: String? = cgroup2Mount()) -> UInt64? {
+        ownPath(mount: mount).flatMap(id)
+    }
+
+    /// This process's cgroup v2 folder; nil when unknown.
+    public static func ownPath(mount: String? = cgroup2Mount()) -> String? {
         guard let mount, let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("0::") }) else { return nil }
         let rel = String(line.dropFirst(3))
-        return id(rel == "/" ? mount : mount + rel)
+        return rel == "/" ? mount : mount + rel
     }
 
     public static func exists(_ path: String) -> Bool {

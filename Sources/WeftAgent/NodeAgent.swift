@@ -33,6 +33,8 @@ public actor NodeAgent: Service {
 
     private var cgroupRoot = ""
     private var dataplane: CaptureDataplane?
+    /// The proxy's half of same-node socket redirect is attached.
+    private var redirectReady = false
     private var proxy: NodeProxy?
     private let directory = WorkloadDirectory()
     private var nodeNetns: NetworkNamespace?
@@ -180,6 +182,7 @@ public actor NodeAgent: Service {
         let layout = PinLayout(root: config.bpfRoot, node: config.node)
         let dataplane = try CaptureDataplane(layout: layout, settings: captureSettings(config), logger: logger)
         self.dataplane = dataplane
+        if config.socketRedirect { enableSocketRedirect(dataplane, cgroupRoot: root) }
         let proxy = NodeProxy(
             config: ProxyConfiguration(outboundPort: config.outboundPort, mark: config.proxyMark,
                                        connectTimeout: .milliseconds(Int64(config.connectTimeoutMs)),
@@ -248,7 +251,32 @@ public actor NodeAgent: Service {
 
     private func captureSettings(_ c: NodeConfig) -> CaptureSettings {
         CaptureSettings(outboundPort: c.outboundPort, proxyMark: c.proxyMark, exclusions: c.exclusions,
-                        dnsPort: c.dns.enabled ? c.dns.port : 0, proxyCgroupID: Self.ownCgroupID)
+                        dnsPort: c.dns.enabled ? c.dns.port : 0, proxyCgroupID: Self.ownCgroupID,
+                        socketRedirect: c.socketRedirect && redirectReady)
+    }
+
+    /// Attaches the proxy's half of same-node socket redirect to weftd's own
+    /// cgroup, then turns it on. Without it every leg takes the TCP path,
+    /// which is slower and otherwise the same: a warning, not a failure.
+    private func enableSocketRedirect(_ dataplane: CaptureDataplane, cgroupRoot: String) {
+        guard let own = Cgroups.ownPath(mount: Cgroups.cgroup2Mount()), Cgroups.ownID() != nil else {
+            logger.warning("socket redirect off: weftd's cgroup v2 folder is unknown (see /proc/self/cgroup)")
+            return
+        }
+        if own == Cgroups.cgroup2Mount() {
+            // Every socket on the node would run the proxy's sockops.
+            logger.warning("socket redirect off: weftd runs in the root cgroup; start it from its unit (systemd/weftd.service)")
+            return
+        }
+        do {
+            try dataplane.ensureProxyAttached(cgroupPath: own)
+            redirectReady = true
+            try dataplane.write(captureSettings(config))
+            logger.info("same-node legs move socket to socket (sockmap)", metadata: ["cgroup": "\(own)"])
+        } catch {
+            redirectReady = false
+            logger.warning("socket redirect off: every leg takes the TCP path", metadata: ["error": "\(error)"])
+        }
     }
 
     /// The DNS server's settings; upstreams default to the node's resolv.conf.

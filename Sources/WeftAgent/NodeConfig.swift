@@ -83,6 +83,10 @@ public struct NodeConfig: Sendable, Equatable {
     public var outboundPort: UInt16
     /// HBONE port: where this node accepts tunnels and opens them on others.
     public var tunnelPort: Int = 15008
+    /// Same-node legs between meshed workloads and the proxy move socket to
+    /// socket (sockmap) rather than through loopback TCP. Restart to change:
+    /// a connection's bytes must take one path from first to last.
+    public var socketRedirect: Bool = true
     public var proxyMark: UInt32
     public var connectTimeoutMs: Int
     public var idleTimeoutSeconds: Int
@@ -151,7 +155,8 @@ public struct NodeConfig: Sendable, Equatable {
         }
 
         if let p = try r.sub("proxy") {
-            try p.allowOnly(["outboundPort", "tunnelPort", "mark", "connectTimeoutMs", "idleTimeoutSeconds"])
+            try p.allowOnly(["outboundPort", "tunnelPort", "mark", "connectTimeoutMs", "idleTimeoutSeconds", "socketRedirect"])
+            cfg.socketRedirect = try p.bool("socketRedirect") ?? true
             cfg.outboundPort = UInt16(try p.int("outboundPort", in: 1...65535) ?? 15001)
             cfg.tunnelPort = try p.int("tunnelPort", in: 1...65535) ?? 15008
             cfg.proxyMark = UInt32(try p.int("mark", in: 1...Int(UInt32.max)) ?? 0x5746)
@@ -511,6 +516,7 @@ extension NodeConfig {
         keep("dns", \.dns)
         keep("telemetry", \.telemetry)
         keep("proxy.mark", \.proxyMark)
+        keep("proxy.socketRedirect", \.socketRedirect)
         keep("proxy.connectTimeoutMs", \.connectTimeoutMs)
         keep("proxy.idleTimeoutSeconds", \.idleTimeoutSeconds)
         keep("admin.address", \.adminHost)

@@ -17,10 +17,15 @@ public struct CaptureSettings: Sendable, Hashable {
     /// sockets to the PeerAuthentication STRICT check. 0: unknown (STRICT
     /// then lets only a workload's own connections in).
     public var proxyCgroupID: UInt64
+    /// Same-node legs between meshed workloads and the proxy move socket to
+    /// socket (bpf/lib/redirect.h). Only turned on once the proxy's half,
+    /// ``CaptureDataplane/ensureProxyAttached(cgroupPath:)``, is in place.
+    public var socketRedirect: Bool
 
     public init(outboundPort: UInt16, proxyMark: UInt32, exclusions: CaptureExclusions, dnsPort: UInt16 = 0,
-                proxyCgroupID: UInt64 = 0) {
+                proxyCgroupID: UInt64 = 0, socketRedirect: Bool = false) {
         self.proxyCgroupID = proxyCgroupID
+        self.socketRedirect = socketRedirect
         self.outboundPort = outboundPort
         self.proxyMark = proxyMark
         self.exclusions = exclusions
@@ -57,6 +62,15 @@ extension CaptureHook {
     var redirects: Bool { self == .connect4 || self == .connect6 || self == .sendmsg4 || self == .sendmsg6 }
 }
 
+/// The programs of same-node socket redirect that are not capture hooks:
+/// one on weftd's own cgroup, one on the `weft_socks` map.
+public enum RedirectProgram: String, CaseIterable, Sendable {
+    /// sockops on weftd's cgroup: the proxy's ends of same-node legs join.
+    case proxySockops = "weft_proxy_sockops"
+    /// sk_msg on `weft_socks`: a joined socket's writes go to its peer.
+    case messageRedirect = "weft_msg_redirect"
+}
+
 /// A cgroup that capture is attached to, and the folder of its link pins
 /// (relative to `PinLayout.linksDir`).
 public struct AttachTarget: Sendable, Hashable {
@@ -88,6 +102,7 @@ public final class CaptureDataplane {
     private let object: OpaquePointer
     private var programs: [CaptureHook: OpaquePointer] = [:]
     public private(set) var programIDs: [CaptureHook: UInt32] = [:]
+    private var redirectPrograms: [RedirectProgram: OpaquePointer] = [:]
     private let logger: Logger
 
     public static let objectName = "sock_capture"
@@ -130,6 +145,16 @@ public final class CaptureDataplane {
             if e != 0 { throw BPFError("query program \(hook.rawValue)", errno: -e) }
             programIDs[hook] = id
         }
+        for p in RedirectProgram.allCases {
+            guard let prog = bpf_object__find_program_by_name(obj, p.rawValue) else {
+                throw BPFError("find program \(p.rawValue)", errno: ENOENT)
+            }
+            redirectPrograms[p] = prog
+        }
+        // Before any socket can join: a socket takes the map's sk_msg
+        // program when it joins, not later.
+        let rc2 = weft_sockmap_attach_msg_verdict(bpf_program__fd(redirectPrograms[.messageRedirect]!), try mapFD("weft_socks"))
+        if rc2 != 0 { throw BPFError("attach \(RedirectProgram.messageRedirect.rawValue) to weft_socks", errno: -rc2) }
         try write(settings)
         try adoptPinnedLinks()
         try pinPrograms()
@@ -148,6 +173,7 @@ public final class CaptureDataplane {
         cfg.proxy_mark = settings.proxyMark
         cfg.outbound_port = settings.outboundPort
         cfg.dns_port = settings.dnsPort
+        cfg.flags = settings.socketRedirect ? UInt16(WEFT_CFG_SOCKET_REDIRECT) : 0
         var zero: UInt32 = 0
         try check(bpf_map_update_elem(mapFD("weft_config"), &zero, &cfg, UInt64(BPF_ANY)), "write weft_config")
         var proxy = weft_proxy_id()
@@ -197,42 +223,73 @@ public final class CaptureDataplane {
 
         var attachedAny = false, repairedAny = false, adoptedAny = false
         for hook in CaptureHook.attachOrder {
-            let pin = "\(dir)/\(hook.rawValue)"
-            if access(pin, F_OK) == 0 {
-                let linkFD = bpf_obj_get(pin)
-                if linkFD >= 0 {
-                    defer { close(linkFD) }
-                    var progID: UInt32 = 0, linkCgroup: UInt64 = 0, attachType: UInt32 = 0
-                    if weft_link_info(linkFD, &progID, &linkCgroup, &attachType) == 0, linkCgroup == cgroupID {
-                        if progID != programIDs[hook] {
-                            try check(bpf_link_update(linkFD, bpf_program__fd(programs[hook]!), nil), "update link \(pin)")
-                            adoptedAny = true
-                        }
-                        continue
-                    }
-                    // Detached by someone, or its cgroup was removed and made
-                    // again (a restarted unit): the pin is a dead end.
-                    _ = bpf_link_detach(linkFD)
-                }
-                unlink(pin)
-                repairedAny = true
+            switch try ensureLink(programs[hook]!, id: programIDs[hook]!, name: hook.rawValue, pin: "\(dir)/\(hook.rawValue)",
+                                  cgfd: cgfd, cgroupID: cgroupID, cgroupPath: target.cgroupPath) {
+            case .unchanged: break
+            case .adopted: adoptedAny = true
+            case .attached: attachedAny = true
+            case .repaired: repairedAny = true
             }
-            guard let link = bpf_program__attach_cgroup(programs[hook]!, cgfd) else {
-                let e = errno
-                throw BPFError("attach \(hook.rawValue) to \(target.cgroupPath)", errno: e, hint: BPFError.privilegeHint(e))
-            }
-            let rc = bpf_link__pin(link, pin)
-            if rc != 0 {
-                _ = bpf_link__destroy(link)  // not pinned: destroying detaches it
-                throw BPFError("pin link \(pin)", errno: -rc)
-            }
-            bpf_link__disconnect(link)
-            _ = bpf_link__destroy(link)
-            attachedAny = true
         }
         if repairedAny { return .repaired }
         if attachedAny { return .attached }
         return adoptedAny ? .adopted : .unchanged
+    }
+
+    /// Attaches the proxy's half of same-node socket redirect to weftd's own
+    /// cgroup (pinned, so it outlives a restart like the capture links).
+    @discardableResult
+    public func ensureProxyAttached(cgroupPath: String) throws -> AttachOutcome {
+        let cgfd = Glibc.open(cgroupPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard cgfd >= 0 else {
+            throw BPFError("open cgroup \(cgroupPath)", errno: errno, hint: "is it a cgroup v2 directory?")
+        }
+        defer { close(cgfd) }
+        let cgroupID = try Self.cgroupID(path: cgroupPath)
+        try FileManager.default.createDirectory(atPath: layout.proxyLinksDir, withIntermediateDirectories: true)
+        let prog = redirectPrograms[.proxySockops]!
+        var progID: UInt32 = 0
+        let e = weft_prog_id(bpf_program__fd(prog), &progID)
+        if e != 0 { throw BPFError("query program \(RedirectProgram.proxySockops.rawValue)", errno: -e) }
+        return try ensureLink(prog, id: progID, name: RedirectProgram.proxySockops.rawValue,
+                              pin: "\(layout.proxyLinksDir)/\(RedirectProgram.proxySockops.rawValue)",
+                              cgfd: cgfd, cgroupID: cgroupID, cgroupPath: cgroupPath)
+    }
+
+    /// Makes sure the link pinned at `pin` runs `prog` on the cgroup; one
+    /// pinned before for another cgroup (its unit restarted) is replaced.
+    private func ensureLink(_ prog: OpaquePointer, id: UInt32, name: String, pin: String,
+                            cgfd: Int32, cgroupID: UInt64, cgroupPath: String) throws -> AttachOutcome {
+        var repaired = false
+        if access(pin, F_OK) == 0 {
+            let linkFD = bpf_obj_get(pin)
+            if linkFD >= 0 {
+                defer { close(linkFD) }
+                var progID: UInt32 = 0, linkCgroup: UInt64 = 0, attachType: UInt32 = 0
+                if weft_link_info(linkFD, &progID, &linkCgroup, &attachType) == 0, linkCgroup == cgroupID {
+                    if progID == id { return .unchanged }
+                    try check(bpf_link_update(linkFD, bpf_program__fd(prog), nil), "update link \(pin)")
+                    return .adopted
+                }
+                // Detached by someone, or its cgroup was removed and made
+                // again (a restarted unit): the pin is a dead end.
+                _ = bpf_link_detach(linkFD)
+            }
+            unlink(pin)
+            repaired = true
+        }
+        guard let link = bpf_program__attach_cgroup(prog, cgfd) else {
+            let e = errno
+            throw BPFError("attach \(name) to \(cgroupPath)", errno: e, hint: BPFError.privilegeHint(e))
+        }
+        let rc = bpf_link__pin(link, pin)
+        if rc != 0 {
+            _ = bpf_link__destroy(link)  // not pinned: destroying detaches it
+            throw BPFError("pin link \(pin)", errno: -rc)
+        }
+        bpf_link__disconnect(link)
+        _ = bpf_link__destroy(link)
+        return repaired ? .repaired : .attached
     }
 
     /// Detaches every hook pinned under `pinKey` and removes the pins.
@@ -284,7 +341,7 @@ public final class CaptureDataplane {
     public func mapStats() -> [(name: String, entries: Int, maxEntries: Int)] {
         var out: [(name: String, entries: Int, maxEntries: Int)] = []
         for (name, keySize) in [("weft_orig_dst", 8), ("weft_tuple", MemoryLayout<weft_tuple_key>.size), ("weft_dns_orig", 8),
-                                  ("weft_mtls_mode", MemoryLayout<weft_mtls_key>.size)] {
+                                  ("weft_mtls_mode", MemoryLayout<weft_mtls_key>.size), ("weft_socks", MemoryLayout<weft_tuple_key>.size)] {
             guard let map = bpf_object__find_map_by_name(object, name), let fd = try? mapFD(name) else { continue }
             out.append((name, Self.countEntries(fd: fd, keySize: keySize), Int(bpf_map__max_entries(map))))
         }
@@ -294,11 +351,12 @@ public final class CaptureDataplane {
     /// Each program's run count and run time from the kernel (counted while
     /// ``enableRunTimeStats()``'s fd is open).
     public func programStats() -> [(name: String, runCount: UInt64, runTimeNanoseconds: UInt64)] {
-        CaptureHook.allCases.compactMap { hook in
-            guard let prog = programs[hook] else { return nil }
+        let all = CaptureHook.allCases.compactMap { hook in programs[hook].map { (hook.rawValue, $0) } }
+            + RedirectProgram.allCases.compactMap { p in redirectPrograms[p].map { (p.rawValue, $0) } }
+        return all.compactMap { name, prog in
             var count: UInt64 = 0, ns: UInt64 = 0
             guard weft_prog_stats(bpf_program__fd(prog), &count, &ns) == 0 else { return nil }
-            return (hook.rawValue, count, ns)
+            return (name, count, ns)
         }
     }
 
@@ -393,6 +451,13 @@ public final class CaptureDataplane {
     /// for tests that must leave nothing behind.
     public static func removeAll(layout: PinLayout) {
         detachLinks(in: layout.linksDir)
+        for p in RedirectProgram.allCases {
+            let fd = bpf_obj_get("\(layout.proxyLinksDir)/\(p.rawValue)")
+            if fd >= 0 {
+                _ = bpf_link_detach(fd)
+                close(fd)
+            }
+        }
         try? FileManager.default.removeItem(atPath: layout.nodeDir)
     }
 
@@ -421,6 +486,12 @@ public final class CaptureDataplane {
             let pin = "\(layout.progsDir)/\(hook.rawValue)"
             unlink(pin)
             let rc = bpf_program__pin(programs[hook]!, pin)
+            if rc != 0 { throw BPFError("pin program \(pin)", errno: -rc) }
+        }
+        for (p, prog) in redirectPrograms {
+            let pin = "\(layout.progsDir)/\(p.rawValue)"
+            unlink(pin)
+            let rc = bpf_program__pin(prog, pin)
             if rc != 0 { throw BPFError("pin program \(pin)", errno: -rc) }
         }
     }

@@ -15,6 +15,7 @@ import WeftCore
         #expect(c.exclusions.ports.isEmpty)
         #expect(c.namespaces.isEmpty)
         #expect(c.tunnelPort == 15008)
+        #expect(c.socketRedirect)
         #expect(c.dns.enabled && c.dns.port == 15053 && c.dns.clusterDomain == "cluster.local" && c.dns.upstreams.isEmpty)
     }
 
@@ -78,6 +79,7 @@ import WeftCore
         ("node: a\ncgroupRoot: relative/path", "cgroupRoot"),
         ("node: a\nreconcileIntervalMs: 1", "reconcileIntervalMs"),
         ("node: a\nproxy: {tunnelPort: 0}", "proxy.tunnelPort"),
+        ("node: a\nproxy: {socketRedirect: sometimes}", "proxy.socketRedirect"),
         ("node: a\ndns: {upstreams: [\"resolver.example\"]}", "dns.upstreams[0]"),
         ("node: a\ndns: {upstreams: [\"[fd00::1]53\"]}", "dns.upstreams[0]"),
         ("node: a\ndns: {clusterDomain: \"bad..domain\"}", "dns.clusterDomain"),
@@ -122,7 +124,7 @@ import WeftCore
         let running = try NodeConfig.parse(yaml: "node: a\nproxy: {mark: 0x10, outboundPort: 15001}\nnamespaces: [{name: shop, mesh: false}]")
         let edited = try NodeConfig.parse(yaml: """
             node: a
-            proxy: {mark: 0x20, outboundPort: 16001, connectTimeoutMs: 10, idleTimeoutSeconds: 5}
+            proxy: {mark: 0x20, outboundPort: 16001, connectTimeoutMs: 10, idleTimeoutSeconds: 5, socketRedirect: false}
             capture: {excludePorts: [22]}
             namespaces: [{name: shop, mesh: true}]
             """)
@@ -131,7 +133,10 @@ import WeftCore
         #expect(applied.outboundPort == 15001)
         #expect(applied.connectTimeoutMs == running.connectTimeoutMs)
         #expect(applied.idleTimeoutSeconds == running.idleTimeoutSeconds)
-        #expect(restartOnly == ["proxy.connectTimeoutMs", "proxy.idleTimeoutSeconds", "proxy.mark", "proxy.outboundPort"])
+        // Socket redirect too: a connection's bytes must take one path throughout.
+        #expect(applied.socketRedirect)
+        #expect(restartOnly == ["proxy.connectTimeoutMs", "proxy.idleTimeoutSeconds", "proxy.mark", "proxy.outboundPort",
+                                "proxy.socketRedirect"])
         // What may change at runtime does.
         #expect(applied.exclusions.ports == [22])
         #expect(applied.namespaces.first?.mesh == true)

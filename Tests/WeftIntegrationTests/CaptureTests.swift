@@ -293,4 +293,51 @@ struct CaptureTests {
             #expect(result.ok, "\(result)")
         }
     }
+
+    /// A meshed workload's connection to the proxy, and the proxy's to a meshed
+    /// workload on the same node, skip loopback TCP (sockmap) and still carry
+    /// every byte in order, half-close included; with `proxy.socketRedirect:
+    /// false` both take loopback again. Measured where those legs would
+    /// travel: the node's `lo` counters.
+    @Test func sameNodeLegsSkipLoopbackTCPUnlessSocketRedirectIsOff() async throws {
+        let size = 4 * 1024 * 1024
+        for redirect in [true, false] {
+            try await withTestNode(namespaces: [.meshed("shop")], configure: { node in
+                if !redirect { node.extraConfig = "proxy:\n  socketRedirect: false\n" }
+            }) { node in
+                _ = try await node.startServer(port: Self.port, in: try node.unit("shop", "db.service"))
+                let app = try node.unit("shop", "app.service")
+                let before = try node.loopbackBytes()
+                let result = try await node.probe(from: app, host: Self.node4, port: Self.port,
+                                                  ["--half-close", "--payload-size", String(size)], timeout: 30)
+                let carried = try node.loopbackBytes() - before
+                #expect(result.viaProxy, "\(result)")
+                #expect(result.echoLen == size && result.echoMatches, "redirect \(redirect): \(result)")
+                #expect(result.eof && result.ok, "redirect \(redirect): \(result)")
+                if redirect {
+                    // Handshakes, ACKs and FINs only: not the payload.
+                    #expect(carried < size / 4, "\(carried) bytes on lo for a \(size)-byte echo with socket redirect on")
+                } else {
+                    // Out and back on each of the two legs.
+                    #expect(carried >= 4 * size, "\(carried) bytes on lo for a \(size)-byte echo with socket redirect off")
+                }
+            }
+        }
+    }
+
+    /// A redirected write never waits for its reader, so socket redirect must
+    /// bound what a connection may leave unread itself: a workload writing
+    /// at a workload on its node that never reads is held to a few MiB (the
+    /// redirect backlog, then TCP's own buffers and flow control) instead of
+    /// filling the node's TCP memory, and its connection stays up.
+    @Test func aWriterWhoseReaderNeverReadsIsHeldBackWithSocketRedirectOn() async throws {
+        try await withTestNode(namespaces: [.meshed("shop")]) { node in
+            _ = try await node.startServer(port: Self.port, in: try node.unit("shop", "db.service"), mode: "sink")
+            let app = try node.unit("shop", "app.service")
+            let flood = try await node.flood(from: app, host: Self.node4, port: Self.port, seconds: 3)
+            #expect(flood.error == nil, "\(flood)")
+            #expect(flood.blocked > 0, "no write ever waited: \(flood)")
+            #expect(flood.sent < 64 << 20, "\(flood.sent) bytes taken for a reader that never reads")
+        }
+    }
 }

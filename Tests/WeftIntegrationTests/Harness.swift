@@ -492,6 +492,20 @@ final class TestNode: @unchecked Sendable {
         return try ProbeResult.parse(lines[lines.count - 1])
     }
 
+    /// Writes from inside `cgroup` at host:port for `seconds` without reading:
+    /// bytes the connection took, and how often a write had to wait.
+    func flood(from cgroup: String, host: String, port: Int, seconds: Double) async throws -> (sent: Int, blocked: Int, error: String?) {
+        let lines = try await runPython(in: cgroup, netns: nil,
+                                        ["flood", "--host", host, "--port", String(port), "--seconds", String(seconds)],
+                                        timeout: seconds + 15)
+        guard let data = lines[lines.count - 1].data(using: .utf8),
+              let o = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let sent = o["sent"] as? Int, let blocked = o["blocked"] as? Int else {
+            throw HarnessError("netprobe flood printed no result: \(lines)")
+        }
+        return (sent, blocked, o["error"] as? String)
+    }
+
     /// `count` connections from inside `cgroup`, each of `workers` threads
     /// opening its share one after the other.
     func many(from cgroup: String, host: String, port: Int, count: Int, workers: Int = 1,
@@ -513,6 +527,33 @@ final class TestNode: @unchecked Sendable {
     /// "::" serves IPv4 too.
     func startServer(port: Int, host: String = "::") async throws -> EchoServer {
         let child = try start("server-\(port)", cgroup: nil, ["serve", "--host", host, "--port", String(port)])
+        let deadline = Date().addingTimeInterval(10)
+        while !child.jsonLines.contains(where: { $0.contains("\"listening\"") }) {
+            guard child.isRunning, Date() < deadline else {
+                throw HarnessError("echo server on port \(port) did not start:\n\(child.tail())")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return EchoServer(child)
+    }
+
+    /// Bytes sent on the node's loopback interface so far: where a same-node
+    /// TCP leg travels, and where a redirected one does not.
+    func loopbackBytes() throws -> Int {
+        let out = try Command.check(["ip", "-n", netns, "-s", "-j", "link", "show", "dev", "lo"]).stdout
+        guard let data = out.data(using: .utf8),
+              let links = try JSONSerialization.jsonObject(with: data) as? [[String: Any]],
+              let stats = links.first?["stats64"] as? [String: Any], let tx = stats["tx"] as? [String: Any],
+              let bytes = (tx["bytes"] as? NSNumber)?.intValue else {
+            throw HarnessError("no tx bytes for lo in `ip -s -j link show dev lo`: \(out)")
+        }
+        return bytes
+    }
+
+    /// An echo server (or, with `mode` "sink", one that never reads) inside
+    /// `cgroup` (a meshed workload's), on the node's netns.
+    func startServer(port: Int, in cgroup: String, mode: String = "serve") async throws -> EchoServer {
+        let child = try start("\(mode)-\(port)", cgroup: cgroup, [mode, "--host", "::", "--port", String(port)])
         let deadline = Date().addingTimeInterval(10)
         while !child.jsonLines.contains(where: { $0.contains("\"listening\"") }) {
             guard child.isRunning, Date() < deadline else {

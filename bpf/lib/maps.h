@@ -96,4 +96,47 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } WEFT_MAP_INBOUND_STATS SEC(".maps");
 
+/* Not LRU (a sockhash cannot be): a full map leaves new connections on the
+ * TCP path, which is slower but the same in every other respect. Entries go
+ * when their socket closes. The key is struct weft_tuple_key with src the
+ * socket's own end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, WEFT_SOCKS_MAX);
+	__type(key, struct weft_tuple_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_SOCKS SEC(".maps");
+
+/* Socket-local storage, freed with the socket: the path a joined socket's
+ * writes take (WEFT_PATH_*), decided at its first write. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_SOCK_PATH SEC(".maps");
+
+/* Where each joined socket is in kernel memory, by its key: the only way
+ * for its peer's sk_msg to read how much it has left unread (see
+ * redirect_peer_backlog). Deleted at close; LRU as a backstop. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_SOCKS_MAX);
+	__type(key, struct weft_tuple_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_SOCK_ADDR SEC(".maps");
+
+/* Same-node connections the proxy dialled, by its own end, until the
+ * destination's end has seen them (a hint: LRU, nothing depends on it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_PROXY_DIALS_MAX);
+	__type(key, struct weft_tuple_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEFT_MAP_PROXY_DIALS SEC(".maps");
+
 #endif

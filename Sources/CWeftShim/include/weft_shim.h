@@ -30,6 +30,10 @@ int weft_enable_run_time_stats(void);
 /* Programs effective on a cgroup for one attach type (inherited ones included). */
 int weft_cgroup_effective_progs(int cgroup_fd, int attach_type, uint32_t *ids, uint32_t *count);
 
+/* Attaches prog_fd as the sk_msg verdict of the sockhash map_fd, replacing
+ * one an earlier weftd attached to the same pinned map. Returns 0 or -errno. */
+int weft_sockmap_attach_msg_verdict(int prog_fd, int map_fd);
+
 /* Sets glibc's fixed trim and mmap thresholds (mallopt). Returns 1 on
  * success, 0 where glibc refused. */
 int weft_malloc_thresholds(int trim_bytes, int mmap_bytes);

@@ -316,6 +316,46 @@ def cmd_serve(args):
     server.serve_forever(poll_interval=0.1)
 
 
+def cmd_sink(args):
+    """Accepts connections and never reads from them: a receiver that does not keep up."""
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    server = socket.socket(family, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((args.host, args.port))
+    server.listen(16)
+    emit({"event": "listening", "address": endpoint(server.getsockname())})
+    held = []
+    while True:
+        conn, _ = server.accept()
+        held.append(conn)
+
+
+def cmd_flood(args):
+    """Writes as fast as the socket takes it for `seconds`, never reading:
+    how much a connection can push at a receiver that does not read."""
+    result = {"ok": False, "sent": 0, "blocked": 0, "error": None}
+    sock = None
+    try:
+        sock, target = open_socket(args.family, args.host, args.port, args.timeout, None)
+        sock.connect(target)
+        sock.setblocking(False)
+        chunk = b"x" * 65536
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
+            try:
+                result["sent"] += sock.send(chunk)
+            except BlockingIOError:
+                result["blocked"] += 1
+                select.select([], [sock], [], 0.05)
+        result["ok"] = True
+    except OSError as exc:
+        result["error"] = error_name(exc)
+    finally:
+        if sock is not None:
+            sock.close()
+        emit(result)
+
+
 def cmd_http(args):
     try:
         with urllib.request.urlopen(args.url, timeout=args.timeout) as resp:
@@ -730,6 +770,16 @@ def main():
     p.add_argument("--vary-header", default=None)
     p.add_argument("--vary-count", type=int, default=10)
     p.set_defaults(func=cmd_requests)
+
+    p = sub.add_parser("sink")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=cmd_sink)
+
+    p = sub.add_parser("flood")
+    client(p)
+    p.add_argument("--seconds", type=float, required=True)
+    p.set_defaults(func=cmd_flood)
 
     p = sub.add_parser("hold")
     client(p)
