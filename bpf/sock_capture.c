@@ -184,25 +184,6 @@ int weft_sock6_getpeername(struct bpf_sock_addr *ctx)
 	return SYS_PROCEED;
 }
 
-static __always_inline void sockops_tuple_key(struct bpf_sock_ops *skops, struct weft_tuple_key *key)
-{
-	__builtin_memset(key, 0, sizeof(*key));
-	key->netns_cookie = bpf_get_netns_cookie(skops);
-	if (skops->family == AF_INET) {
-		addr_from_v4(key->src_addr, skops->local_ip4);
-		addr_from_v4(key->dst_addr, skops->remote_ip4);
-	} else {
-		/* A dual-stack socket talking IPv4 already holds ::ffff: forms. */
-		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3] };
-		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3] };
-
-		addr_from_v6(key->src_addr, l);
-		addr_from_v6(key->dst_addr, r);
-	}
-	key->src_port = (__u16)skops->local_port;
-	key->dst_port = (__u16)bpf_ntohl(skops->remote_port);
-}
-
 SEC("sockops")
 int weft_sockops(struct bpf_sock_ops *skops)
 {

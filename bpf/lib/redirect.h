@@ -159,20 +159,7 @@ static __always_inline __u32 redirect_peer_backlog(const struct weft_tuple_key *
 /* The key of the peer of the socket writing `msg`: its 4-tuple reversed. */
 static __always_inline void redirect_msg_peer_key(struct sk_msg_md *msg, struct weft_tuple_key *key)
 {
-	__builtin_memset(key, 0, sizeof(*key));
-	key->netns_cookie = bpf_get_netns_cookie(msg);
-	if (msg->family == AF_INET) {
-		addr_from_v4(key->src_addr, msg->remote_ip4);
-		addr_from_v4(key->dst_addr, msg->local_ip4);
-	} else {
-		__u32 l[4] = { msg->local_ip6[0], msg->local_ip6[1], msg->local_ip6[2], msg->local_ip6[3] };
-		__u32 r[4] = { msg->remote_ip6[0], msg->remote_ip6[1], msg->remote_ip6[2], msg->remote_ip6[3] };
-
-		addr_from_v6(key->src_addr, r);
-		addr_from_v6(key->dst_addr, l);
-	}
-	key->src_port = (__u16)bpf_ntohl(msg->remote_port);
-	key->dst_port = (__u16)msg->local_port;
+	tuple_key_from(msg, key, remote, local);
 }
 
 #endif

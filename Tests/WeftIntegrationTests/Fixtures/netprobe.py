@@ -334,26 +334,23 @@ def cmd_flood(args):
     """Writes as fast as the socket takes it for `seconds`, never reading:
     how much a connection can push at a receiver that does not read."""
     result = {"ok": False, "sent": 0, "blocked": 0, "error": None}
-    sock = None
     try:
         sock, target = open_socket(args.family, args.host, args.port, args.timeout, None)
-        sock.connect(target)
-        sock.setblocking(False)
-        chunk = b"x" * 65536
-        end = time.monotonic() + args.seconds
-        while time.monotonic() < end:
-            try:
-                result["sent"] += sock.send(chunk)
-            except BlockingIOError:
-                result["blocked"] += 1
-                select.select([], [sock], [], 0.05)
+        with sock:
+            sock.connect(target)
+            sock.setblocking(False)
+            chunk = b"x" * 65536
+            end = time.monotonic() + args.seconds
+            while time.monotonic() < end:
+                try:
+                    result["sent"] += sock.send(chunk)
+                except BlockingIOError:
+                    result["blocked"] += 1
+                    select.select([], [sock], [], 0.05)
         result["ok"] = True
     except OSError as exc:
         result["error"] = error_name(exc)
-    finally:
-        if sock is not None:
-            sock.close()
-        emit(result)
+    emit(result)
 
 
 def cmd_http(args):
@@ -727,10 +724,13 @@ def main():
     p.add_argument("--timeout", type=float, default=10.0)
     p.set_defaults(func=cmd_websocket)
 
-    p = sub.add_parser("serve")
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.set_defaults(func=cmd_serve)
+    def server(p, func):
+        p.add_argument("--host", required=True)
+        p.add_argument("--port", type=int, required=True)
+        p.set_defaults(func=func)
+
+    server(sub.add_parser("serve"), cmd_serve)
+    server(sub.add_parser("sink"), cmd_sink)
 
     p = sub.add_parser("probe")
     client(p)
@@ -770,11 +770,6 @@ def main():
     p.add_argument("--vary-header", default=None)
     p.add_argument("--vary-count", type=int, default=10)
     p.set_defaults(func=cmd_requests)
-
-    p = sub.add_parser("sink")
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.set_defaults(func=cmd_sink)
 
     p = sub.add_parser("flood")
     client(p)
