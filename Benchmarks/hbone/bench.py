@@ -104,7 +104,7 @@ metadata: {{name: server, namespace: bench}}
 spec: {{node: {lab.node_name['b']}, unit: server.service, serviceAccount: server, addresses: ["{ADDR_B}"],
        ports: [{{name: http, port: 8080, protocol: tcp}}, {{name: iperf, port: 5201, protocol: tcp}}]}}
 ''')
-        lab.start_weftds(cpu='0')
+        lab.start_weftds(cpu='0', extra_config=K.WEFTD_CONFIG)
         lab.wait_certificates({'a': ['/ns/bench/sa/client'], 'b': ['/ns/bench/sa/server']})
         self.client_cg = lab.cgroup('a', 'weft.slice/weft-bench.slice/client.service')
         self.plain_cg = lab.cgroup('a', 'plain.slice/wrk.service')

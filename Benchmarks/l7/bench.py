@@ -55,7 +55,7 @@ WEFTD, WEFT_CONTROL, WEFTCTL = K.WEFTD, K.WEFT_CONTROL, K.WEFTCTL
 SHARED = K.SHARED
 RESULTS = os.path.join(HERE, 'results')
 # The knobs above, in the order the command line in latest.md names them.
-KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'QUIET', 'MAX_WAIT', 'NICE', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
+KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'QUIET', 'MAX_WAIT', 'NICE', 'SOCKET_REDIRECT', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
          'HAPROXY', 'SHARED_BENCH')
 
 ADDR_A, ADDR_B = ADDR['a'], ADDR['b']
@@ -228,7 +228,7 @@ spec:
   parentRefs: [{{group: "", kind: Service, name: web-b, port: 80}}]
   rules: [{{backendRefs: [{{name: web-b, port: 80}}]}}]
 ''')
-        lab.start_weftds(cpu='0')
+        lab.start_weftds(cpu='0', extra_config=K.WEFTD_CONFIG)
         lab.wait_certificates({'a': ['/ns/bench/sa/client', '/ns/bench/sa/web-a'], 'b': ['/ns/bench/sa/web-b']})
         self.client_cg = lab.cgroup('a', 'weft.slice/weft-bench.slice/client.service')
         self.plain_cg = lab.cgroup('a', 'plain.slice/wrk.service')

@@ -30,7 +30,10 @@ def knobs(root, dur, conns, max_wait):
         WEFTD=os.environ.get('WEFTD', f'{root}/.build/release/weftd'),
         WEFT_CONTROL=os.environ.get('WEFT_CONTROL', f'{root}/.build/debug/weft-control'),
         WEFTCTL=os.environ.get('WEFTCTL', f'{root}/.build/debug/weftctl'),
-        SHARED=os.environ.get('SHARED_BENCH', os.path.abspath(os.path.join(root, '..', 'shared', 'bench'))))
+        SHARED=os.environ.get('SHARED_BENCH', os.path.abspath(os.path.join(root, '..', 'shared', 'bench'))),
+        # SOCKET_REDIRECT=0: the weftds with proxy.socketRedirect off (same-node legs over loopback
+        # TCP), to see what the redirect is worth; default: weftd's default, on.
+        WEFTD_CONFIG='proxy:\n  socketRedirect: false\n' if os.environ.get('SOCKET_REDIRECT') == '0' else '')
 
 
 def publish(md, run_dir, results_dir):
