@@ -103,6 +103,8 @@ public final class CaptureDataplane {
     private var programs: [CaptureHook: OpaquePointer] = [:]
     public private(set) var programIDs: [CaptureHook: UInt32] = [:]
     private var redirectPrograms: [RedirectProgram: OpaquePointer] = [:]
+    /// Why sk_msg could not be attached to `weft_socks`, if it could not.
+    private var messageRedirectError: BPFError?
     private let logger: Logger
 
     public static let objectName = "sock_capture"
@@ -153,8 +155,9 @@ public final class CaptureDataplane {
         }
         // Before any socket can join: a socket takes the map's sk_msg
         // program when it joins, not later.
+        // Not fatal: without it no socket joins, and every leg takes TCP.
         let rc2 = weft_sockmap_attach_msg_verdict(bpf_program__fd(redirectPrograms[.messageRedirect]!), try mapFD("weft_socks"))
-        if rc2 != 0 { throw BPFError("attach \(RedirectProgram.messageRedirect.rawValue) to weft_socks", errno: -rc2) }
+        messageRedirectError = rc2 == 0 ? nil : BPFError("attach \(RedirectProgram.messageRedirect.rawValue) to weft_socks", errno: -rc2)
         try write(settings)
         try adoptPinnedLinks()
         try pinPrograms()
@@ -240,6 +243,7 @@ public final class CaptureDataplane {
     /// cgroup (pinned, so it outlives a restart like the capture links).
     @discardableResult
     public func ensureProxyAttached(cgroupPath: String) throws -> AttachOutcome {
+        if let messageRedirectError { throw messageRedirectError }
         let cgfd = Glibc.open(cgroupPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard cgfd >= 0 else {
             throw BPFError("open cgroup \(cgroupPath)", errno: errno, hint: "is it a cgroup v2 directory?")
