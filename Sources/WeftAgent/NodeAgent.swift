@@ -182,7 +182,7 @@ public actor NodeAgent: Service {
         let layout = PinLayout(root: config.bpfRoot, node: config.node)
         let dataplane = try CaptureDataplane(layout: layout, settings: captureSettings(config), logger: logger)
         self.dataplane = dataplane
-        if config.socketRedirect { enableSocketRedirect(dataplane, cgroupRoot: root) }
+        if config.socketRedirect { enableSocketRedirect(dataplane) }
         let proxy = NodeProxy(
             config: ProxyConfiguration(outboundPort: config.outboundPort, mark: config.proxyMark,
                                        connectTimeout: .milliseconds(Int64(config.connectTimeoutMs)),
@@ -258,7 +258,7 @@ public actor NodeAgent: Service {
     /// Attaches the proxy's half of same-node socket redirect to weftd's own
     /// cgroup, then turns it on. Without it every leg takes the TCP path,
     /// which is slower and otherwise the same: a warning, not a failure.
-    private func enableSocketRedirect(_ dataplane: CaptureDataplane, cgroupRoot: String) {
+    private func enableSocketRedirect(_ dataplane: CaptureDataplane) {
         guard let own = Cgroups.ownPath(mount: Cgroups.cgroup2Mount()), Cgroups.ownID() != nil else {
             logger.warning("socket redirect off: weftd's cgroup v2 folder is unknown (see /proc/self/cgroup)")
             return
