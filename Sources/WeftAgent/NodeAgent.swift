@@ -259,11 +259,12 @@ public actor NodeAgent: Service {
     /// cgroup, then turns it on. Without it every leg takes the TCP path,
     /// which is slower and otherwise the same: a warning, not a failure.
     private func enableSocketRedirect(_ dataplane: CaptureDataplane) {
-        guard let own = Cgroups.ownPath(mount: Cgroups.cgroup2Mount()), Cgroups.ownID() != nil else {
+        let mount = Cgroups.cgroup2Mount()
+        guard let own = Cgroups.ownPath(mount: mount) else {
             logger.warning("socket redirect off: weftd's cgroup v2 folder is unknown (see /proc/self/cgroup)")
             return
         }
-        if own == Cgroups.cgroup2Mount() {
+        if own == mount {
             // Every socket on the node would run the proxy's sockops.
             logger.warning("socket redirect off: weftd runs in the root cgroup; start it from its unit (systemd/weftd.service)")
             return

@@ -103,6 +103,7 @@ public final class CaptureDataplane {
     private var programs: [CaptureHook: OpaquePointer] = [:]
     public private(set) var programIDs: [CaptureHook: UInt32] = [:]
     private var redirectPrograms: [RedirectProgram: OpaquePointer] = [:]
+    private var proxySockopsID: UInt32 = 0
     /// Why sk_msg could not be attached to `weft_socks`, if it could not.
     private var messageRedirectError: BPFError?
     private let logger: Logger
@@ -153,6 +154,8 @@ public final class CaptureDataplane {
             }
             redirectPrograms[p] = prog
         }
+        let e = weft_prog_id(bpf_program__fd(redirectPrograms[.proxySockops]!), &proxySockopsID)
+        if e != 0 { throw BPFError("query program \(RedirectProgram.proxySockops.rawValue)", errno: -e) }
         // Before any socket can join: a socket takes the map's sk_msg
         // program when it joins, not later.
         // Not fatal: without it no socket joins, and every leg takes TCP.
@@ -215,19 +218,35 @@ public final class CaptureDataplane {
     /// programs, repairing whatever is missing or stale.
     @discardableResult
     public func ensureAttached(_ target: AttachTarget) throws -> AttachOutcome {
-        let cgfd = Glibc.open(target.cgroupPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        try ensureLinks(CaptureHook.attachOrder.map { ($0.rawValue, programs[$0]!, programIDs[$0]!) },
+                        dir: layout.linkDir(target.pinKey), cgroupPath: target.cgroupPath)
+    }
+
+    /// Attaches the proxy's half of same-node socket redirect to weftd's own
+    /// cgroup (pinned, so it outlives a restart like the capture links).
+    @discardableResult
+    public func ensureProxyAttached(cgroupPath: String) throws -> AttachOutcome {
+        if let messageRedirectError { throw messageRedirectError }
+        let p = RedirectProgram.proxySockops
+        return try ensureLinks([(p.rawValue, redirectPrograms[p]!, proxySockopsID)], dir: layout.proxyLinksDir, cgroupPath: cgroupPath)
+    }
+
+    /// Makes sure each program runs on the cgroup through a link pinned in
+    /// `dir` under the program's name, in the order given.
+    private func ensureLinks(_ links: [(name: String, prog: OpaquePointer, id: UInt32)], dir: String,
+                             cgroupPath: String) throws -> AttachOutcome {
+        let cgfd = Glibc.open(cgroupPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard cgfd >= 0 else {
-            throw BPFError("open cgroup \(target.cgroupPath)", errno: errno, hint: "is it a cgroup v2 directory?")
+            throw BPFError("open cgroup \(cgroupPath)", errno: errno, hint: "is it a cgroup v2 directory?")
         }
         defer { close(cgfd) }
-        let cgroupID = try Self.cgroupID(path: target.cgroupPath)
-        let dir = layout.linkDir(target.pinKey)
+        let cgroupID = try Self.cgroupID(path: cgroupPath)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
 
         var attachedAny = false, repairedAny = false, adoptedAny = false
-        for hook in CaptureHook.attachOrder {
-            switch try ensureLink(programs[hook]!, id: programIDs[hook]!, name: hook.rawValue, pin: "\(dir)/\(hook.rawValue)",
-                                  cgfd: cgfd, cgroupID: cgroupID, cgroupPath: target.cgroupPath) {
+        for link in links {
+            switch try ensureLink(link.prog, id: link.id, name: link.name, pin: "\(dir)/\(link.name)",
+                                  cgfd: cgfd, cgroupID: cgroupID, cgroupPath: cgroupPath) {
             case .unchanged: break
             case .adopted: adoptedAny = true
             case .attached: attachedAny = true
@@ -237,27 +256,6 @@ public final class CaptureDataplane {
         if repairedAny { return .repaired }
         if attachedAny { return .attached }
         return adoptedAny ? .adopted : .unchanged
-    }
-
-    /// Attaches the proxy's half of same-node socket redirect to weftd's own
-    /// cgroup (pinned, so it outlives a restart like the capture links).
-    @discardableResult
-    public func ensureProxyAttached(cgroupPath: String) throws -> AttachOutcome {
-        if let messageRedirectError { throw messageRedirectError }
-        let cgfd = Glibc.open(cgroupPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard cgfd >= 0 else {
-            throw BPFError("open cgroup \(cgroupPath)", errno: errno, hint: "is it a cgroup v2 directory?")
-        }
-        defer { close(cgfd) }
-        let cgroupID = try Self.cgroupID(path: cgroupPath)
-        try FileManager.default.createDirectory(atPath: layout.proxyLinksDir, withIntermediateDirectories: true)
-        let prog = redirectPrograms[.proxySockops]!
-        var progID: UInt32 = 0
-        let e = weft_prog_id(bpf_program__fd(prog), &progID)
-        if e != 0 { throw BPFError("query program \(RedirectProgram.proxySockops.rawValue)", errno: -e) }
-        return try ensureLink(prog, id: progID, name: RedirectProgram.proxySockops.rawValue,
-                              pin: "\(layout.proxyLinksDir)/\(RedirectProgram.proxySockops.rawValue)",
-                              cgfd: cgfd, cgroupID: cgroupID, cgroupPath: cgroupPath)
     }
 
     /// Makes sure the link pinned at `pin` runs `prog` on the cgroup; one
@@ -355,9 +353,7 @@ public final class CaptureDataplane {
     /// Each program's run count and run time from the kernel (counted while
     /// ``enableRunTimeStats()``'s fd is open).
     public func programStats() -> [(name: String, runCount: UInt64, runTimeNanoseconds: UInt64)] {
-        let all = CaptureHook.allCases.compactMap { hook in programs[hook].map { (hook.rawValue, $0) } }
-            + RedirectProgram.allCases.compactMap { p in redirectPrograms[p].map { (p.rawValue, $0) } }
-        return all.compactMap { name, prog in
+        allPrograms.compactMap { name, prog in
             var count: UInt64 = 0, ns: UInt64 = 0
             guard weft_prog_stats(bpf_program__fd(prog), &count, &ns) == 0 else { return nil }
             return (name, count, ns)
@@ -455,12 +451,10 @@ public final class CaptureDataplane {
     /// for tests that must leave nothing behind.
     public static func removeAll(layout: PinLayout) {
         detachLinks(in: layout.linksDir)
-        for p in RedirectProgram.allCases {
-            let fd = bpf_obj_get("\(layout.proxyLinksDir)/\(p.rawValue)")
-            if fd >= 0 {
-                _ = bpf_link_detach(fd)
-                close(fd)
-            }
+        let fd = bpf_obj_get("\(layout.proxyLinksDir)/\(RedirectProgram.proxySockops.rawValue)")
+        if fd >= 0 {
+            _ = bpf_link_detach(fd)
+            close(fd)
         }
         try? FileManager.default.removeItem(atPath: layout.nodeDir)
     }
@@ -485,15 +479,14 @@ public final class CaptureDataplane {
         }
     }
 
+    /// Every program of the object, by name: the capture hooks, then redirect's.
+    private var allPrograms: [(name: String, prog: OpaquePointer)] {
+        CaptureHook.allCases.map { ($0.rawValue, programs[$0]!) } + RedirectProgram.allCases.map { ($0.rawValue, redirectPrograms[$0]!) }
+    }
+
     private func pinPrograms() throws {
-        for hook in CaptureHook.allCases {
-            let pin = "\(layout.progsDir)/\(hook.rawValue)"
-            unlink(pin)
-            let rc = bpf_program__pin(programs[hook]!, pin)
-            if rc != 0 { throw BPFError("pin program \(pin)", errno: -rc) }
-        }
-        for (p, prog) in redirectPrograms {
-            let pin = "\(layout.progsDir)/\(p.rawValue)"
+        for (name, prog) in allPrograms {
+            let pin = "\(layout.progsDir)/\(name)"
             unlink(pin)
             let rc = bpf_program__pin(prog, pin)
             if rc != 0 { throw BPFError("pin program \(pin)", errno: -rc) }
