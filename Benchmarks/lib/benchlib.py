@@ -135,7 +135,10 @@ def perf_start(pids, profile, raw):
     base, name = os.path.split(raw)
     stem = os.path.splitext(name)[0].replace('wrk_', '', 1)
     stat_file = os.path.join(base, f'perfstat_{stem}.txt')
-    procs = [subprocess.Popen(['perf', 'record', '-q', '-F', '1999', '-g', '-p', ids, '-o',
+    # PERF_CALLGRAPH=dwarf unwinds from a copy of the stack: slower to record and read, but it names
+    # the callers of leaf functions without frames of their own (swift_retain, swift_beginAccess).
+    graph = ['--call-graph', os.environ['PERF_CALLGRAPH']] if os.environ.get('PERF_CALLGRAPH') else ['-g']
+    procs = [subprocess.Popen(['perf', 'record', '-q', '-F', '1999', *graph, '-p', ids, '-o',
                                os.path.join(base, f'perf_{stem}.data')],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
              subprocess.Popen(['perf', 'stat', '-x', ',', '-e',
