@@ -33,8 +33,9 @@ CHANGES ?= 10
 # prometheus: the observability tests scrape weftd's exporter with it and run
 # every query of the Grafana dashboards against it; nghttp2-client: h2load, the HTTP/2 load of the
 # L7 tests).
-# nginx is accepted in any flavour; nginx-light is installed when none is.
-DEB_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libssl-dev libsqlite3-dev pkg-config iproute2 bpftool \
+# nginx is accepted in any flavour; nginx-light is installed when none is. libcurl4-openssl-dev:
+# the static release link of weftctl (its Foundation's URLSession is built on libcurl).
+DEB_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libssl-dev libsqlite3-dev libcurl4-openssl-dev pkg-config iproute2 bpftool \
                 util-linux procps python3 wrk curl tcpdump iperf3 dnsutils etcd-server prometheus nghttp2-client
 NGINX_FLAVOURS := nginx-light nginx nginx-core nginx-full nginx-extras
 
@@ -135,8 +136,10 @@ BUILD_DIR ?= .build/release
 BPF_ROOT ?= /sys/fs/bpf/weft
 UNITS := weftd.service weft-control.service weft.slice
 
+# The installed products only: a build of every target would include the test-support ones, which
+# need swift-testing (not in the static runtime's library path).
 build-release-all: deps
-	$(SWIFT) build $(RELEASE)
+	for p in weftd weftctl weft-control; do $(SWIFT) build $(RELEASE) --product $$p || exit 1; done
 
 install: build-release-all
 	$(MAKE) install-files
