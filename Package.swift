@@ -252,15 +252,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "WeftAgentTests", dependencies: ["WeftAgent"], swiftSettings: swiftSettings),
-        // The proxy's channel handlers on NIO's EmbeddedChannel: exact bytes and flushes, no sockets.
+        // The proxy's channel handlers on NIO's EmbeddedChannel: exact bytes and flushes, no sockets
+        // (and the event loops' priority, on real threads).
         .testTarget(
             name: "WeftProxyTests",
             dependencies: [
                 "WeftProxy",
                 "WeftCore",
+                "CWeftShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/statfs.h>
 #include <linux/magic.h>
 
@@ -295,4 +296,28 @@ int weft_affinity_cpu_count(void)
 int weft_malloc_thresholds(int trim_bytes, int mmap_bytes)
 {
     return mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1 && mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1;
+}
+
+int weft_process_nice(void)
+{
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)getpid());
+    return (nice == -1 && errno != 0) ? -100 : nice;
+}
+
+int weft_thread_nice(void)
+{
+    errno = 0;
+    /* PRIO_PROCESS with a thread id names that thread alone on Linux. */
+    int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+    return (nice == -1 && errno != 0) ? -100 : nice;
+}
+
+int weft_thread_set_nice(int nice)
+{
+    if (nice < -20)
+        nice = -20;
+    if (nice > 19)
+        nice = 19;
+    return setpriority(PRIO_PROCESS, (id_t)gettid(), nice) == 0 ? 0 : -errno;
 }

@@ -1,6 +1,9 @@
 import NIOCore
+import CWeftShim
+import Glibc
 import NIOEmbedded
 import NIOHTTP1
+import NIOPosix
 import Testing
 import WeftCore
 @testable import WeftProxy
@@ -231,5 +234,25 @@ struct ProxyHandlerTests {
         #expect(log.names == ["client", "workload"])
         #expect(try Self.outbound(toWorkload) == ["request"])
         #expect(try Self.outbound(toClient) == ["response"])
+    }
+}
+
+@Suite("Event loops at the process's priority")
+struct EventLoopPriorityTests {
+    @Test func eventLoopsTakeTheProcesssNiceValueNotTheirMakersThread() throws {
+        let main = weft_process_nice()
+        try #require(main != -100)
+        // The process (its main thread) three levels lower, as `nice -n 3` would start it;
+        // this test's thread, which makes the loops, stays where it is.
+        let wanted = min(19, main + 3)
+        try #require(setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(getpid()), wanted) == 0)
+        defer { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(getpid()), main) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { try? group.syncShutdownGracefully() }
+        EventLoopPriority.matchProcess(group)
+        for loop in group.makeIterator() {
+            #expect(try loop.submit { weft_thread_nice() }.wait() == wanted)
+        }
+        #expect(weft_thread_nice() != wanted || main + 3 > 19, "the maker's thread is not what set them")
     }
 }

@@ -38,6 +38,17 @@ int weft_sockmap_attach_msg_verdict(int prog_fd, int map_fd);
  * success, 0 where glibc refused. */
 int weft_malloc_thresholds(int trim_bytes, int mmap_bytes);
 
+/* The process's nice value: its main thread's, as `nice` or systemd's Nice=
+ * set it. -100 on failure. */
+int weft_process_nice(void);
+
+/* The calling thread's nice value (Linux: per thread), or -100 on failure. */
+int weft_thread_nice(void);
+
+/* Sets the calling thread's nice value (clamped to -20..19). Returns 0, or
+ * -errno. */
+int weft_thread_set_nice(int nice);
+
 /* Creates a socket inside the network namespace netns_fd, then returns the
  * calling thread to home_fd. Sockets keep the netns they were created in,
  * so everything after socket() can happen on any thread.
