@@ -298,26 +298,26 @@ int weft_malloc_thresholds(int trim_bytes, int mmap_bytes)
     return mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1 && mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1;
 }
 
-int weft_process_nice(void)
+/* PRIO_PROCESS with a thread id names that thread alone on Linux; with the
+ * process id, its main thread. */
+static int nice_of(id_t id)
 {
     errno = 0;
-    int nice = getpriority(PRIO_PROCESS, (id_t)getpid());
+    int nice = getpriority(PRIO_PROCESS, id);
     return (nice == -1 && errno != 0) ? -100 : nice;
+}
+
+int weft_process_nice(void)
+{
+    return nice_of((id_t)getpid());
 }
 
 int weft_thread_nice(void)
 {
-    errno = 0;
-    /* PRIO_PROCESS with a thread id names that thread alone on Linux. */
-    int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
-    return (nice == -1 && errno != 0) ? -100 : nice;
+    return nice_of((id_t)gettid());
 }
 
 int weft_thread_set_nice(int nice)
 {
-    if (nice < -20)
-        nice = -20;
-    if (nice > 19)
-        nice = 19;
     return setpriority(PRIO_PROCESS, (id_t)gettid(), nice) == 0 ? 0 : -errno;
 }

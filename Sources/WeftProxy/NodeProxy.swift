@@ -75,7 +75,7 @@ public final class NodeProxy: Sendable {
         self.workloads = workloads
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
-        EventLoopPriority.matchProcess(group)
+        EventLoopPriority.matchProcess(group, logger: logger)
         // Connects made inside a workload's own netns block a thread until
         // they complete (NIO cannot adopt a socket that is still connecting).
         self.blockingPool = NIOThreadPool(numberOfThreads: 4)
@@ -308,11 +308,16 @@ extension SocketAddress {
 /// same: in the benchmark, below the nginx and Envoy it was measured beside,
 /// both at -20. Each loop now takes the process's value as it starts.
 enum EventLoopPriority {
-    static func matchProcess(_ group: MultiThreadedEventLoopGroup) {
+    static func matchProcess(_ group: MultiThreadedEventLoopGroup, logger: Logger? = nil) {
         let nice = weft_process_nice()
         guard nice != -100 else { return }
         for loop in group.makeIterator() {
-            loop.execute { _ = weft_thread_set_nice(nice) }
+            loop.execute {
+                let rc = weft_thread_set_nice(nice)
+                guard rc != 0 else { return }
+                logger?.warning("an event loop kept its nice value instead of the process's (is CAP_SYS_NICE missing?)",
+                                metadata: ["process": "\(nice)", "loop": "\(weft_thread_nice())", "errno": "\(-rc)"])
+            }
         }
     }
 }

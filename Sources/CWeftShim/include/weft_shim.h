@@ -45,8 +45,8 @@ int weft_process_nice(void);
 /* The calling thread's nice value (Linux: per thread), or -100 on failure. */
 int weft_thread_nice(void);
 
-/* Sets the calling thread's nice value (clamped to -20..19). Returns 0, or
- * -errno. */
+/* Sets the calling thread's nice value (the kernel clamps it to -20..19).
+ * Returns 0, or -errno (EACCES: raising priority needs CAP_SYS_NICE). */
 int weft_thread_set_nice(int nice);
 
 /* Creates a socket inside the network namespace netns_fd, then returns the
