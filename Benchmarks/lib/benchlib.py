@@ -169,7 +169,7 @@ def perf_stop(handle):
 
 def sched_start(raw):
     """With SCHED=1 (and `raw`, a run's output file): the scheduler's switch and wake-up events of
-    the whole machine into sched_<raw>.data while the run lasts, for sched_stop. Machine-wide, not
+    the whole machine into sched_<raw>.data while the run lasts, for sched_end and sched_figures. Machine-wide, not
     per process: what delayed a proxy is often another task, or a CPU that had gone idle."""
     import subprocess
     if os.environ.get('SCHED') != '1' or not raw:
@@ -185,19 +185,23 @@ def sched_start(raw):
     return p, data
 
 
-def sched_stop(handle, pids, requests):
-    """Ends sched_start's recording and reads it back with `perf sched timehist`. For each process
-    of `pids` (name -> pid, all its threads) and for the load generator (task name `wrk`):
-    switches per request, how long it ran each time (p50, p99, max in µs), the scheduling delay of each time it ran (from its wake-up, or its
-    preemption, to running: p50, p99, max in µs), the delays over 100 µs per 1000 requests, and the
-    share of those spent with the CPU idle before it ran (a CPU waking from idle: in a VM, the
-    host resuming the virtual CPU) rather than behind another task (named, most often first)."""
+def sched_end(handle):
+    """Ends sched_start's recording (None: nothing to end)."""
+    if handle:
+        handle[0].send_signal(2)
+        handle[0].wait(timeout=60)
+
+
+def sched_figures(handle, pids, requests):
+    """Reads sched_start's recording back with `perf sched timehist`, then removes it. For each
+    process of `pids` (name -> pid, all its threads) and for the load generator (task name `wrk`):
+    switches per request; how long it ran each time (p50, p99, max in µs); the scheduling delay of
+    each time it ran (from its wake-up, or its preemption, to running: p50, p99, max in µs); the
+    delays over 100 µs per 1000 requests, and the share of those spent with the CPU idle before it
+    ran (a CPU waking from idle: in a VM, the host resuming the virtual CPU) rather than behind
+    another task (named, most often first)."""
     import collections, subprocess
-    if not handle:
-        return {}
-    p, data = handle
-    p.send_signal(2)
-    p.wait(timeout=60)
+    data = handle[1]
     out = subprocess.run(['perf', 'sched', 'timehist', '-i', data], capture_output=True, text=True, timeout=600).stdout
     by_pid = {int(pid): name for name, pid in pids.items()}
     delays, runs = collections.defaultdict(list), collections.defaultdict(list)
@@ -249,18 +253,25 @@ def run_wrk(argv, pids, dur, raw=None, profile=()):
     import subprocess
     perf = perf_start(pids, profile, raw)
     sched = sched_start(raw)
-    c0 = {n: cpu_s(pid) for n, pid in pids.items()}
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 60)
-    c1 = {n: cpu_s(pid) for n, pid in pids.items()}
-    counts = perf_stop(perf)
+    try:
+        c0 = {n: cpu_s(pid) for n, pid in pids.items()}
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 60)
+        c1 = {n: cpu_s(pid) for n, pid in pids.items()}
+    finally:
+        # Whatever happened to wrk (a timeout, the bench stopped by a signal): a recording left
+        # running would outlive the bench, and SCHED's covers the whole machine.
+        counts = perf_stop(perf)
+        sched_end(sched)
     if raw:
         open(raw, 'w').write(' '.join(argv) + '\n' + r.stdout + r.stderr)
     if r.returncode != 0 or 'Requests/sec' not in r.stdout:
+        if sched:
+            os.remove(sched[1])
         raise RuntimeError(f'wrk failed: {r.stdout}{r.stderr}')
     d = parse_wrk(r.stdout)
     d['cpu_us'] = {n: (c1[n] - c0[n]) / d['requests'] * 1e6 if d['requests'] else float('nan') for n in pids}
     if sched:
-        d['sched'] = sched_stop(sched, pids, d['requests'])
+        d['sched'] = sched_figures(sched, pids, d['requests'])
         for who, x in sorted(d['sched'].items()):
             say(f'  sched {who}: {x["switches_per_req"]:.2f} switches/req, delay p50 {x["delay_p50_us"]:.0f} p99 '
                 f'{x["delay_p99_us"]:.0f} max {x["delay_max_us"]:.0f} us, ran p50 {x["run_p50_us"]:.0f} p99 {x["run_p99_us"]:.0f} '

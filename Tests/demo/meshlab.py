@@ -30,6 +30,9 @@ class MeshLab:
         self.node_name = {n: f'{tag}-{n}-{self.id}' for n in ADDR}
         self.work = tempfile.mkdtemp(prefix=f'weft-{tag}.')
         self.procs = {}
+        # How weftd is started (its path first); a benchmark may put a tool in front (valgrind).
+        # `weftd cleanup` always runs self.weftd itself.
+        self.weftd_launch = [weftd]
         self.created_netns = []
         cg2 = run('findmnt', '-t', 'cgroup2', '-n', '-o', 'TARGET').stdout.split('\n')[0].strip()
         if not cg2:
@@ -142,7 +145,7 @@ control:
   tokenFile: {tf}
   stateDir: {self.work}/state-{n}
 ''' + extra_config)
-            self.spawn(f'weftd-{n}', n, [self.weftd, '--config', f'{self.work}/weftd-{n}.yaml', '--log-level', self.log_level],
+            self.spawn(f'weftd-{n}', n, [*self.weftd_launch, '--config', f'{self.work}/weftd-{n}.yaml', '--log-level', self.log_level],
                        cgroup=self.cgroup(n, 'servers.slice/weftd.service'), cpu=cpu)
 
     def wait_certificates(self, wanted, timeout=60):
