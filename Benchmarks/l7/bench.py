@@ -397,6 +397,19 @@ spec:
         return line
 
 
+def optional_table(L, res, key, intro, columns, rows):
+    """Appends to `L` the section of a figure only some runs have (`key`: CALLGRIND's, SCHED's):
+    `intro`, then a table of `columns` whose rows `rows(conns, path, figures of its runs)` gives."""
+    if not any(r.get(key) for r in res['runs']):
+        return
+    L += ['', intro, '', '| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    for conns in res['conns']:
+        for path in PATHS:
+            xs = [r[key] for r in res['runs'] if r['path'] == path and r['conns'] == conns and r.get(key)]
+            if xs:
+                L += rows(conns, path, xs)
+
+
 def summarize(res):
     m, v = res.get('machine', {}), res.get('versions', {})
     L = [f'# HTTP at L7, one hop and two node proxies: Weft vs Envoy and HAProxy ({res["stamp"]})', '']
@@ -476,40 +489,32 @@ def summarize(res):
         L.append('')
         for line in res['checks'].values():
             L.append(f'- {line[len("check: "):] if line.startswith("check: ") else line}')
-    if any(r.get('instructions_per_req') for r in res['runs']):
-        L.append('')
-        L.append('Instructions per request (CALLGRIND=1: each weftd under callgrind while its path was measured; '
-                 'the Weft rows\' timings and CPU figures above are valgrind\'s, not comparable), medians over reps:')
-        L.append('')
-        L.append('| path | conns | weftd A | weftd B |')
-        L.append('|---|---|---|---|')
-        for conns in res['conns']:
-            for path in WEFT_PATHS:
-                xs = [r['instructions_per_req'] for r in res['runs'] if r['path'] == path and r['conns'] == conns
-                      and r.get('instructions_per_req')]
-                if xs:
-                    b = spread([x[1] for x in xs], '{:,.0f}') if len(xs[0]) > 1 else '-'
-                    L.append(f'| {path} | {conns} | {spread([x[0] for x in xs], "{:,.0f}")} | {b} |')
-    if any(r.get('sched') for r in res['runs']):
-        L.append('')
-        L.append('Scheduling delay (SCHED=1): from a wake-up (or preemption) to running, every thread of the process, '
-                 'medians over reps; "over 100 µs" counts such delays per 1000 requests, and "idle" is the share of '
-                 'them spent with the CPU idle before the thread ran (a CPU coming out of idle) rather than behind another task:')
-        L.append('')
-        L.append('| path | conns | process | switches/req | delay p50 µs | p99 µs | max µs | over 100 µs /1000 req | idle |')
-        L.append('|---|---|---|---|---|---|---|---|---|')
-        for conns in res['conns']:
-            for path in PATHS:
-                rows = [r['sched'] for r in res['runs'] if r['path'] == path and r['conns'] == conns and r.get('sched')]
-                for who in PATH_PROXIES[path] + (PATH_BACKEND[path], 'wrk'):
-                    xs = [x[who] for x in rows if who in x]
-                    if not xs:
-                        continue
-                    L.append(f'| {path} | {conns} | {who} | {spread([x["switches_per_req"] for x in xs], "{:.2f}")} | '
-                             f'{spread([x["delay_p50_us"] for x in xs], "{:.0f}")} | {spread([x["delay_p99_us"] for x in xs], "{:.0f}")} | '
-                             f'{spread([x["delay_max_us"] for x in xs], "{:.0f}")} | '
-                             f'{spread([x["long_per_1000_req"] for x in xs], "{:.2f}")} | '
-                             f'{spread([100 * x["long_idle_share"] for x in xs], "{:.0f}")}% |')
+    def instructions(conns, path, xs):
+        b = spread([x[1] for x in xs], '{:,.0f}') if len(xs[0]) > 1 else '-'
+        return [f'| {path} | {conns} | {spread([x[0] for x in xs], "{:,.0f}")} | {b} |']
+
+    def sched(conns, path, xs):
+        rows = []
+        for who in PATH_PROXIES[path] + (PATH_BACKEND[path], 'wrk'):
+            ys = [x[who] for x in xs if who in x]
+            if ys:
+                cells = [spread([y['switches_per_req'] for y in ys], '{:.2f}')]
+                cells += [spread([y[k] for y in ys], '{:.0f}') for k in ('delay_p50_us', 'delay_p99_us', 'delay_max_us')]
+                cells += [spread([y['long_per_1000_req'] for y in ys], '{:.2f}'),
+                          spread([100 * y['long_idle_share'] for y in ys], '{:.0f}') + '%']
+                rows.append(f'| {path} | {conns} | {who} | ' + ' | '.join(cells) + ' |')
+        return rows
+
+    optional_table(L, res, 'instructions_per_req',
+                   'Instructions per request (CALLGRIND=1: each weftd under callgrind while its path was measured; '
+                   'the Weft rows\' timings and CPU figures above are valgrind\'s, not comparable), medians over reps:',
+                   ('path', 'conns', 'weftd A', 'weftd B'), instructions)
+    optional_table(L, res, 'sched',
+                   'Scheduling delay (SCHED=1): from a wake-up (or preemption) to running, every thread of the process, '
+                   'medians over reps; "over 100 µs" counts such delays per 1000 requests, and "idle" is the share of '
+                   'them spent with the CPU idle before the thread ran (a CPU coming out of idle) rather than behind another task:',
+                   ('path', 'conns', 'process', 'switches/req', 'delay p50 µs', 'p99 µs', 'max µs', 'over 100 µs /1000 req', 'idle'),
+                   sched)
     busy = [r for r in res['runs'] if r.get('busy_at_start') is not None]
     L.append('')
     L.append(f'{len(busy)} of {len(res["runs"])} runs started on a busy machine (after waiting {res.get("max_wait", MAX_WAIT):.0f} s).'
