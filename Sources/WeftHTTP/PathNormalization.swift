@@ -136,7 +136,8 @@ public enum PathNormalization {
         return previous != 0 && dots <= 0
     }
 
-    static func hexValue(_ c: UInt8) -> UInt8? {
+    /// A hexadecimal digit's value, either case (for `%XX`, here and in other percent-encoded text).
+    public static func hexValue(_ c: UInt8) -> UInt8? {
         switch c {
         case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
         case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10

@@ -117,20 +117,11 @@ enum Baggage {
             }
             let h = s.index(after: i)
             guard h != s.endIndex, s.index(after: h) != s.endIndex,
-                  let hi = hexValue(s[h]), let lo = hexValue(s[s.index(after: h)]) else { return raw }
+                  let hi = PathNormalization.hexValue(s[h]), let lo = PathNormalization.hexValue(s[s.index(after: h)]) else { return raw }
             bytes.append(hi << 4 | lo)
             i = s.index(h, offsetBy: 2)
         }
         return String(validating: bytes, as: UTF8.self) ?? raw
-    }
-
-    private static func hexValue(_ b: UInt8) -> UInt8? {
-        switch b {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return b - UInt8(ascii: "A") + 10
-        default: return nil
-        }
     }
 
     /// The namespace of a SPIFFE ID: what follows its last `/ns/`, up to the next `/` (all of
