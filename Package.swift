@@ -259,6 +259,8 @@ let package = Package(
             dependencies: [
                 "WeftProxy",
                 "WeftCore",
+                "WeftIdentity",
+                "WeftTelemetry",
                 "CWeftShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

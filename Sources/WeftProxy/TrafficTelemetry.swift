@@ -3,6 +3,7 @@ import NIOCore
 import Synchronization
 import WeftCore
 import WeftHTTP
+import WeftIdentity
 import WeftTelemetry
 
 /// Labels for Istio's metrics, access logs and spans, from what the proxy
@@ -124,30 +125,17 @@ enum Baggage {
         return String(validating: bytes, as: UTF8.self) ?? raw
     }
 
-    /// The namespace of a SPIFFE ID: what follows its last `/ns/`, up to the next `/` (all of
-    /// it up to the first `/` when there is no `/ns/`).
-    static func namespace(ofPrincipal principal: String) -> String {
-        let u = principal.utf8
-        let marker = "/ns/".utf8
-        var start = u.startIndex
-        var i = u.endIndex
-        while u.distance(from: u.startIndex, to: i) >= marker.count {
-            let from = u.index(i, offsetBy: -marker.count)
-            if u[from..<i].elementsEqual(marker) {
-                start = i
-                break
-            }
-            i = u.index(before: i)
+    /// The source's labels at the destination: the principal and namespace from
+    /// the certificate's verified SPIFFE ID; the rest from the baggage when it
+    /// names that namespace, else unknown.
+    static func sourceLabels(peer: SpiffeID, baggage: String?) -> PeerLabels {
+        let principal = peer.uri
+        guard case .workload(let namespace, _) = peer.kind else {
+            var p = PeerLabels.unknown
+            p.principal = principal
+            return p
         }
-        let end = u[start...].firstIndex(of: UInt8(ascii: "/")) ?? u.endIndex
-        return String(decoding: u[start..<end], as: UTF8.self)
-    }
-
-    /// The source's labels at the destination: the principal from the
-    /// certificate; the rest from the baggage when it names the
-    /// certificate's namespace, else unknown.
-    static func sourceLabels(principal: String, baggage: String?) -> PeerLabels {
-        let ns = namespace(ofPrincipal: principal)
+        let ns = namespace.rawValue
         let b = baggage.map(decode) ?? [:]
         guard b["k8s.namespace.name"] == ns, let workload = b["k8s.workload.name"], !workload.isEmpty else {
             var p = PeerLabels.unknown

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WeftIdentity
 import WeftTelemetry
 @testable import WeftProxy
 
@@ -50,26 +51,28 @@ struct BaggageTests {
         #expect(decoded["k32"] == nil)
     }
 
-    @Test func whatTheSourceEncodesTheDestinationReadsBack() {
+    @Test func whatTheSourceEncodesTheDestinationReadsBack() throws {
         let p = PeerLabels(workload: "front end", namespace: "shop", principal: "spiffe://td/ns/shop/sa/fe", app: "café",
                            version: "v1,2", canonicalService: "front", canonicalRevision: "r;1")
-        let read = Baggage.sourceLabels(principal: "spiffe://td/ns/shop/sa/fe", baggage: Baggage.encode(p))
+        let read = Baggage.sourceLabels(peer: try SpiffeID(parsing: "spiffe://td/ns/shop/sa/fe"), baggage: Baggage.encode(p))
         #expect(read == p)
     }
 
-    @Test func labelsNamingAnotherNamespaceThanTheCertificateAreNotBelieved() {
+    @Test func labelsNamingAnotherNamespaceThanTheCertificateAreNotBelieved() throws {
         let p = PeerLabels(workload: "admin", namespace: "kube-system", principal: "x", app: "a", version: "v",
                            canonicalService: "s", canonicalRevision: "r")
-        let read = Baggage.sourceLabels(principal: "spiffe://td/ns/shop/sa/fe", baggage: Baggage.encode(p))
+        let read = Baggage.sourceLabels(peer: try SpiffeID(parsing: "spiffe://td/ns/shop/sa/fe"), baggage: Baggage.encode(p))
         #expect(read.namespace == "shop")
         #expect(read.workload == "unknown")
         #expect(read.principal == "spiffe://td/ns/shop/sa/fe")
     }
 
-    @Test func theNamespaceIsWhatFollowsTheLastNsSegment() {
-        for principal in ["spiffe://td/ns/shop/sa/fe", "spiffe://td/ns/a/ns/b/sa/c", "spiffe://td/sa/x", "spiffe://td/ns/", "/ns/x", "ns"] {
-            let foundation = principal.components(separatedBy: "/ns/").last?.components(separatedBy: "/").first ?? "unknown"
-            #expect(Baggage.namespace(ofPrincipal: principal) == foundation, "\(principal)")
-        }
+    @Test func aPeerWhoseIdentityIsNoWorkloadsIsReportedUnknownByItsPrincipal() throws {
+        let p = PeerLabels(workload: "fe", namespace: "shop", principal: "x", app: "a", version: "v",
+                           canonicalService: "s", canonicalRevision: "r")
+        let read = Baggage.sourceLabels(peer: try SpiffeID(parsing: "spiffe://td/node/a"), baggage: Baggage.encode(p))
+        #expect(read.principal == "spiffe://td/node/a")
+        #expect(read.namespace == "unknown")
+        #expect(read.workload == "unknown")
     }
 }

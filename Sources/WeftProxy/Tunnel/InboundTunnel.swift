@@ -9,6 +9,7 @@ import NIOTLS
 import Synchronization
 import NIOHTTP1
 import WeftCore
+import WeftIdentity
 import WeftTelemetry
 
 /// The HBONE listener (port 15008): mutual TLS 1.3 with a mesh identity
@@ -121,7 +122,7 @@ final class WindowOpener: ChannelInboundHandler, RemovableChannelHandler {
 /// The verified client identity of one tunnel connection, set during the
 /// handshake and read by its streams.
 final class PeerIdentity: Sendable {
-    let value = Mutex<String?>(nil)
+    let value = Mutex<SpiffeID?>(nil)
 }
 
 /// Logs and counts handshakes that fail (plaintext, wrong CA, no client
@@ -178,10 +179,11 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
         started = true
         let stats = proxy.stats
         stats.inboundStreams.add(1, ordering: .relaxed)
-        guard let source = peer.value.withLock({ $0 }) else {
+        guard let sourceID = peer.value.withLock({ $0 }) else {
             respond(context: context, status: "401")
             return
         }
+        let source = sourceID.uri
         let method = h.headers.first(name: ":method")
         let authority = h.headers.first(name: ":authority") ?? ""
         // Extended CONNECT (:protocol) and requests with a path are not HBONE.
@@ -213,7 +215,7 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
             || proxy.authorization.parsesHTTP(destination, port: port)
         let traffic = TrafficLabels(
             reporter: .destination,
-            source: Baggage.sourceLabels(principal: source, baggage: h.headers.first(name: "baggage")),
+            source: Baggage.sourceLabels(peer: sourceID, baggage: h.headers.first(name: "baggage")),
             destination: proxy.peerLabels(destination),
             service: proxy.serviceLabels(proxy.httpRoutes.service(ofEndpoint: address, port: port)),
             requestProtocol: httpStream ? "http" : "tcp", security: .mutualTLS)

@@ -127,7 +127,7 @@ public final class TunnelCredentials: Sendable {
     /// The verification both sides run on the peer's chain: it must lead to
     /// the mesh root, be valid now, carry a SPIFFE ID of the mesh's trust
     /// domain and the right key usage. Returns the peer's identity.
-    func verify(_ peer: [NIOSSLCertificate], role: TrustBundle.PeerRole) async throws -> String {
+    func verify(_ peer: [NIOSSLCertificate], role: TrustBundle.PeerRole) async throws -> SpiffeID {
         guard let bundle = trustBundle else {
             throw TunnelError.peerRefused("this node holds no trust bundle yet")
         }
@@ -138,7 +138,7 @@ public final class TunnelCredentials: Sendable {
             throw TunnelError.peerRefused("unreadable peer certificate: \(error)")
         }
         do {
-            return try await bundle.verifyPeer(chain, role: role).uri
+            return try await bundle.verifyPeer(chain, role: role)
         } catch {
             throw TunnelError.peerRefused("\(error)")
         }

@@ -150,7 +150,7 @@ final class TunnelPool: Sendable {
                         customVerificationCallback: { peer, promise in
                             promise.completeWithTask {
                                 do {
-                                    let got = try await credentials.verify(peer, role: .server)
+                                    let got = try await credentials.verify(peer, role: .server).uri
                                     guard got == destination else { throw TunnelError.wrongPeer(expected: destination, got: got) }
                                     return .certificateVerified
                                 } catch {
