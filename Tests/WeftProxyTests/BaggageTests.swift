@@ -58,19 +58,22 @@ struct BaggageTests {
         #expect(read == p)
     }
 
+    /// What the destination reads from `peer`'s certificate and baggage naming workload `fe` of `shop`.
+    static func read(peer: String) throws -> PeerLabels {
+        let sent = PeerLabels(workload: "fe", namespace: "shop", principal: "x", app: "a", version: "v",
+                              canonicalService: "s", canonicalRevision: "r")
+        return Baggage.sourceLabels(peer: try SpiffeID(parsing: peer), baggage: Baggage.encode(sent))
+    }
+
     @Test func labelsNamingAnotherNamespaceThanTheCertificateAreNotBelieved() throws {
-        let p = PeerLabels(workload: "admin", namespace: "kube-system", principal: "x", app: "a", version: "v",
-                           canonicalService: "s", canonicalRevision: "r")
-        let read = Baggage.sourceLabels(peer: try SpiffeID(parsing: "spiffe://td/ns/shop/sa/fe"), baggage: Baggage.encode(p))
-        #expect(read.namespace == "shop")
+        let read = try Self.read(peer: "spiffe://td/ns/kube-system/sa/fe")
+        #expect(read.namespace == "kube-system")
         #expect(read.workload == "unknown")
-        #expect(read.principal == "spiffe://td/ns/shop/sa/fe")
+        #expect(read.principal == "spiffe://td/ns/kube-system/sa/fe")
     }
 
     @Test func aPeerWhoseIdentityIsNoWorkloadsIsReportedUnknownByItsPrincipal() throws {
-        let p = PeerLabels(workload: "fe", namespace: "shop", principal: "x", app: "a", version: "v",
-                           canonicalService: "s", canonicalRevision: "r")
-        let read = Baggage.sourceLabels(peer: try SpiffeID(parsing: "spiffe://td/node/a"), baggage: Baggage.encode(p))
+        let read = try Self.read(peer: "spiffe://td/node/a")
         #expect(read.principal == "spiffe://td/node/a")
         #expect(read.namespace == "unknown")
         #expect(read.workload == "unknown")
