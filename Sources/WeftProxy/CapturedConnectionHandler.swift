@@ -169,7 +169,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 case .http1:
                     try ops.addHandlers([
                         ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
-                        HTTPResponseEncoder(),
+                        HTTP1ResponseEncoder(),
                         HTTPRouter(proxy: proxy, netns: netns, role: .source(service: routed, workload: workload)),
                     ])
                 case .http2:
@@ -236,7 +236,7 @@ final class CapturedConnectionHandler: ChannelInboundHandler, RemovableChannelHa
                 let ops = context.pipeline.syncOperations
                 try ops.addHandlers([
                     ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
-                    HTTPResponseEncoder(),
+                    HTTP1ResponseEncoder(),
                     HTTPRouter(proxy: proxy, netns: netns,
                                role: .destination(target: first.target, traffic: [traffic, traffic.reported(by: .destination)],
                                                   authorization: authz)),

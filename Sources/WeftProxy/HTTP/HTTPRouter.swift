@@ -482,17 +482,31 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
         var out = Self.forwardable(head.headers)
         for m in requestModifiers { Self.apply(m, to: &out) }
-        if !out.contains(name: "x-request-id") { out.add(name: "x-request-id", value: requestIDs.generate()) }
-        if !out.contains(name: "x-forwarded-proto") { out.add(name: "x-forwarded-proto", value: "http") }
+        // What weftd adds is appended in one go: HTTPHeaders.add checks each name it is given byte
+        // by byte, and these names are ours. The first try's number goes with them; a retry
+        // replaces it (connected), and the client's (or a modifier's) own is never passed on.
+        var added: [(String, String)] = []
+        added.reserveCapacity(4)
+        if out.contains(name: "x-weft-attempt-count") { out.remove(name: "x-weft-attempt-count") }
+        added.append(("x-weft-attempt-count", "1"))
+        let requestID: String
+        if let given = out.first(name: "x-request-id") {
+            requestID = given
+        } else {
+            requestID = requestIDs.generate()
+            added.append(("x-request-id", requestID))
+        }
+        if !out.contains(name: "x-forwarded-proto") { added.append(("x-forwarded-proto", "http")) }
         // The source workload's address, appended as Envoy does with use_remote_address.
         if let workload, let address = proxy.httpRoutes.address(key: labels.key(workload)) {
             if out.contains(name: "x-forwarded-for") {
                 let prior = out[canonicalForm: "x-forwarded-for"].joined(separator: ", ")
                 out.replaceOrAdd(name: "x-forwarded-for", value: prior.isEmpty ? address : "\(prior), \(address)")
             } else {
-                out.add(name: "x-forwarded-for", value: address)
+                added.append(("x-forwarded-for", address))
             }
         }
+        out.add(contentsOf: HTTPHeaders(added))
         var uri = target.requestTarget
         if let rewrite {
             if let host = rewrite.hostname { out.replaceOrAdd(name: "host", value: host) }
@@ -501,7 +515,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 uri = target.query.map { "\(path)?\($0)" } ?? path
             }
         }
-        exchange.requestID = out.first(name: "x-request-id")
+        exchange.requestID = requestID
         let backendService = (namespace: backendNamespace, name: backend.backend.name)
         exchange.traffic = labels.backend(exchange.traffic, backendService, proxy)
 
@@ -511,8 +525,6 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
         // A header modifier may not bring Connection back: it is hop-by-hop.
         if !requestModifiers.isEmpty { out.remove(name: "connection") }
-        // The first try's number; a retry replaces it (connected), the client's own is never passed on.
-        out.replaceOrAdd(name: "x-weft-attempt-count", value: "1")
         Self.restoreUpgrade(&out, exchange)
         let forwarded = HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: out)
         exchange.forwarded = forwarded
@@ -774,7 +786,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                                on: context.eventLoop).whenSuccess { (channel, _) in
                 do {
                     try channel.pipeline.syncOperations.addHandlers([
-                        HTTPRequestEncoder(), ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
+                        HTTP1RequestEncoder(), ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
                         MirrorSink(),
                     ])
                 } catch {
@@ -899,7 +911,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 } else {
                 try upstream.pipeline.syncOperations.addHandlers([
                     FlushCoalescer(last: true),
-                    HTTPRequestEncoder(),
+                    HTTP1RequestEncoder(),
                     ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes,
                                                               informationalResponseStrategy: .forward)),
                     relay,
@@ -1300,7 +1312,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             let upOps = upstream.pipeline.syncOperations
             try upOps.addHandler(up)
             try upOps.removeHandler(upOps.handler(type: UpstreamResponseRelay.self), promise: nil)
-            try upOps.removeHandler(upOps.handler(type: HTTPRequestEncoder.self), promise: nil)
+            try upOps.removeHandler(upOps.handler(type: HTTP1RequestEncoder.self), promise: nil)
             // What a decoder hands on as it leaves is written to the other side
             // but not flushed (no read completes): flushed once it has left.
             let upDecoderGone = upstream.eventLoop.makePromise(of: Void.self)
@@ -1308,7 +1320,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             try upOps.removeHandler(upOps.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: upDecoderGone)
             let ops = context.pipeline.syncOperations
             try ops.addHandler(down)
-            try ops.removeHandler(ops.handler(type: HTTPResponseEncoder.self), promise: nil)
+            try ops.removeHandler(ops.handler(type: HTTP1ResponseEncoder.self), promise: nil)
             let decoderGone = channel.eventLoop.makePromise(of: Void.self)
             decoderGone.futureResult.whenComplete { _ in upstream.flush() }
             try ops.removeHandler(ops.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: decoderGone)
@@ -1324,11 +1336,19 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// `headers` without the hop-by-hop ones and those Connection names; the
-    /// same storage when there are none (the common case: nothing is copied).
+    /// same storage when there are none (nothing is copied). Otherwise (an
+    /// HTTP/1.1 upstream's `Connection: keep-alive` on every answer) the rest
+    /// are copied once, not once per name removed.
     static func forwardable(_ headers: HTTPHeaders) -> HTTPHeaders {
-        var out = headers
-        HeaderValidation.forEachNotForwarded(headers.lazy.map { (name: $0.name, value: $0.value) }) { out.remove(name: $0) }
-        return out
+        var dropped: [String] = []
+        HeaderValidation.forEachNotForwarded(headers) { dropped.append($0) }
+        guard !dropped.isEmpty else { return headers }
+        var kept: [(String, String)] = []
+        kept.reserveCapacity(headers.count)
+        for (name, value) in headers where !dropped.contains(where: { name.equalsIgnoringASCIICase($0) }) {
+            kept.append((name, value))
+        }
+        return HTTPHeaders(kept)
     }
 
     static func clientPart(_ part: HTTPServerRequestPart) -> NIOAny {

@@ -230,7 +230,7 @@ final class InboundStreamHandler: ChannelInboundHandler, RemovableChannelHandler
                 try ops.addHandlers([
                     HBONEStreamHandler(open: authority),
                     ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)),
-                    HTTPResponseEncoder(),
+                    HTTP1ResponseEncoder(),
                     HTTPRouter(proxy: proxy, netns: netns, role: .destination(target: target, traffic: [traffic], authorization: authz)),
                 ])
                 ops.removeHandler(context: context, promise: nil)
