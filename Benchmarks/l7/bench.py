@@ -36,7 +36,8 @@ frame-pointer walk loses), SCHED=1 (the machine's scheduler events during each m
 with `perf sched timehist`: how long each proxy, nginx and wrk waited to run once woken, and whether
 the CPU was idle or busy with another task meanwhile; a table in latest.md), CALLGRIND=1 (both weftds
 under valgrind's callgrind, instrumented only while a Weft path is measured: instructions per
-request, which do not move with the machine's noise, and a profile per run,
+request from the run's first second on (connections open; requests as each weftd's exporter counted
+them; the agent's periodic work included), which do not move with the machine's noise, and a profile per run,
 `callgrind_annotate .../callgrind_<path>_c<conns>_r<rep>_weftd-a.out`; the Weft paths' timings and
 CPU figures are then valgrind's, not comparable),
 MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine: they
@@ -46,7 +47,7 @@ haproxy on PATH by default), SHARED_BENCH (../shared/bench).
     python3 Benchmarks/l7/bench.py --summarize Benchmarks/l7/results/runs/<stamp>/results.json
 rewrites the table from a run's results.
 """
-import json, os, platform, re, shlex, shutil, subprocess, sys, time
+import json, os, platform, re, shlex, shutil, subprocess, sys, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
@@ -58,6 +59,7 @@ from meshlab import ADDR, MeshLab, run  # noqa: E402
 K = knobs(ROOT, dur=10, conns='1,50', max_wait=120)
 QUICK, REPS, DUR, QUIET, MAX_WAIT, NICE = K.QUICK, K.REPS, K.DUR, K.QUIET, K.MAX_WAIT, K.NICE
 CALLGRIND = os.environ.get('CALLGRIND') == '1'
+CALLGRIND_WARM_S = 1.0
 CONNS = [int(c) for c in K.CONNS.split(',') if c]
 WEFTD, WEFT_CONTROL, WEFTCTL = K.WEFTD, K.WEFT_CONTROL, K.WEFTCTL
 SHARED = K.SHARED
@@ -314,15 +316,36 @@ spec:
         counted = PATH_PROXIES[path] if CALLGRIND and weft and raw else ()
         for n in counted:
             callgrind_control('--instr=on', self.pid(n))
-            callgrind_control('--zero', self.pid(n))
+        # Counted from the first second on: wrk's connections (and weftd's streams and upstream
+        # connections for them) are open by then, so the figure is the steady state's, not
+        # diluted by setup costs that a slower run spreads over fewer requests. The requests of
+        # that window are what each weftd's exporter counted in it: its count when the window
+        # opened is taken as the mean of a reading just before and one just after (reading it
+        # takes a while under valgrind).
+        window = {}
+
+        def start_window():
+            for n in counted:
+                before = self.requests_reported(n)
+                callgrind_control('--zero', self.pid(n))
+                window[n] = (before + self.requests_reported(n)) / 2
+        timer = threading.Timer(CALLGRIND_WARM_S, start_window) if counted else None
+        if timer:
+            timer.start()
         try:
             d = run_wrk(argv, {n: self.pid(n) for n in names}, dur, raw=raw, profile=PATH_PROXIES[path])
         except RuntimeError as e:
             raise SystemExit(f'bench: {path} c={conns}: {e}')
+        finally:
+            if timer:
+                timer.join()
         if counted:
             stem = os.path.splitext(os.path.basename(raw))[0].replace('wrk_', '', 1)
-            d['instructions_per_req'] = [self.callgrind_dump(n, stem) / d['requests'] if d['requests'] else float('nan')
-                                         for n in counted]
+            d['instructions_per_req'] = []
+            for n in counted:
+                instructions = self.callgrind_dump(n, stem)
+                requests = self.requests_reported(n) - window[n]
+                d['instructions_per_req'].append(instructions / requests if requests > 0 else float('nan'))
             say('  callgrind: ' + ', '.join(f'{n} {x:,.0f} instructions/req' for n, x in zip(counted, d['instructions_per_req'])))
         s1 = self.admin('a') if weft else {}
         per = d['cpu_us']
@@ -333,6 +356,11 @@ spec:
             d['streams'] = s1.get('outboundStreams', 0) - s0.get('outboundStreams', 0)
             d['local_upstreams'] = self.local_pairs(s1, '/sa/web-a') - self.local_pairs(s0, '/sa/web-a')
         return d
+
+    def requests_reported(self, name):
+        """Requests weftd `name` has counted at L7: A as the source's proxy, B as the destination's."""
+        node, reporter = {'weftd-a': ('a', 'source'), 'weftd-b': ('b', 'destination')}[name]
+        return metric_sum(self.metrics(node), 'istio_requests_total', reporter=reporter)
 
     def callgrind_dump(self, name, stem):
         """Ends the measured run's instrumentation of weftd `name`: its counts written out (kept as
