@@ -16,28 +16,16 @@ public struct AuthorizationRequest: Sendable, Hashable {
         public var path: String
         /// The Host header (or :authority), port included when sent.
         public var host: String?
-        /// Lower-case names, in order.
+        /// Names as received, in order: a condition compares them without regard to case
+        /// (`Condition.sameHeaderName`). Nothing is lowered up front, since most requests meet
+        /// no policy that reads a header.
         public var headers: [(name: String, value: String)]
 
         public init(method: String, path: String, host: String?, headers: [(name: String, value: String)]) {
             self.method = method
             self.path = path
             self.host = host
-            // Names already in lower case (most are, from another proxy or an HTTP/2 client)
-            // are kept as they are: no new list, no new strings. Names before the first
-            // that needs it are not looked at again.
-            var lowered = headers
-            if let first = headers.firstIndex(where: { Self.needsLowercasing($0.name) }) {
-                for i in first..<lowered.endIndex where Self.needsLowercasing(lowered[i].name) {
-                    lowered[i].name = lowered[i].name.lowercased()
-                }
-            }
-            self.headers = lowered
-        }
-
-        /// An ASCII capital, or a byte outside ASCII (left to `lowercased()`).
-        static func needsLowercasing(_ name: String) -> Bool {
-            name.utf8.contains { ($0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z")) || $0 >= 0x80 }
+            self.headers = headers
         }
 
         public static func == (a: HTTP, b: HTTP) -> Bool {
@@ -243,6 +231,23 @@ extension IstioStringMatch {
 }
 
 extension AuthorizationPolicySpec.Condition {
+    /// Whether header `name`, lowered, is `lower`: ASCII byte by byte (header names are tokens),
+    /// anything else through `lowercased()`, as Istio lowers both.
+    static func sameHeaderName(_ name: String, _ lower: String) -> Bool {
+        var a = name.utf8.makeIterator(), b = lower.utf8.makeIterator()
+        while true {
+            switch (a.next(), b.next()) {
+            case (nil, nil): return true
+            case (let x?, let y?) where x < 0x80 && y < 0x80:
+                let lowered = x >= UInt8(ascii: "A") && x <= UInt8(ascii: "Z") ? x | 0x20 : x
+                if lowered != y { return false }
+            case (let x?, _) where x >= 0x80: return name.lowercased() == lower
+            case (_, let y?) where y >= 0x80: return name.lowercased() == lower
+            default: return false
+            }
+        }
+    }
+
     func matches(_ r: AuthorizationRequest, policyNamespace: String) -> Bool {
         // A value list that is set must match one; a notValues list must match none.
         let got: [String]
@@ -251,7 +256,7 @@ extension AuthorizationPolicySpec.Condition {
             // TCP: an HTTP-only condition; see Rule.matches.
             guard let http = r.http else { return true }
             let lower = name.lowercased()
-            got = http.headers.filter { $0.name == lower }.map(\.value)
+            got = http.headers.filter { Self.sameHeaderName($0.name, lower) }.map(\.value)
         case .sourceIP, .destinationIP:
             guard let ip = key == .sourceIP ? r.sourceIP : r.destinationIP else {
                 return values.isEmpty

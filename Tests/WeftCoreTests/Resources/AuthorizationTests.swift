@@ -133,14 +133,32 @@ import Testing
              request: tcp(frontend, port: 9090), allowed: true),
     ]
 
-    @Test func requestHeaderNamesAreComparedInLowerCaseWhateverCaseTheyCameIn() {
-        let given: [(name: String, value: String)] = [
-            ("Host", "a"), ("x-forwarded-proto", "http"), ("X-Weft-Attempt-Count", "1"), ("x-user", "alice"), ("Ünïcode-Name", "v")]
-        let http = AuthorizationRequest.HTTP(method: "GET", path: "/", host: "a", headers: given)
-        #expect(http.headers.map(\.name) == given.map { $0.name.lowercased() })
-        #expect(http.headers.map(\.value) == given.map(\.value))
-        let lower = given.map { (name: $0.name.lowercased(), value: $0.value) }
-        #expect(AuthorizationRequest.HTTP(method: "GET", path: "/", host: "a", headers: lower).headers.map(\.name) == lower.map(\.name))
+    @Test func headerConditionsMatchHeaderNamesWhateverCaseEitherIsWrittenIn() throws {
+        let ascii = try Self.policy("ascii", #"{"rules": [{"when": [{"key": "request.headers[X-User]", "values": ["alice"]}]}]}"#)
+        func allowed(_ policy: NamedAuthorizationPolicy, _ headers: [(String, String)]) -> Bool {
+            WorkloadAuthorization(policies: [policy], namespace: "shop", labels: [:])
+                .evaluate(Self.http(Self.frontend, headers: [("Host", "a")] + headers)).allowed
+        }
+        for name in ["x-user", "X-User", "X-USER", "x-uSER"] {
+            #expect(allowed(ascii, [(name, "alice")]), "\(name)")
+        }
+        for name in ["x-users", "x-use", "y-user", "x_user", "x-üser", ""] {
+            #expect(!allowed(ascii, [(name, "alice")]), "\(name)")
+        }
+        #expect(!allowed(ascii, [("X-User", "bob")]))
+    }
+
+    /// Policies name headers by token (validated), but a name off the wire is compared the same
+    /// way whatever bytes it has.
+    @Test func headerNamesAreComparedAsIstioLowersThem() {
+        let names = ["x-user", "X-User", "x-users", "X", "", "ünïcode", "ÜNÏCODE", "x-ü", "X-Ü", "ß", "İ"]
+        for name in names {
+            for other in names {
+                let lower = other.lowercased()
+                #expect(AuthorizationPolicySpec.Condition.sameHeaderName(name, lower) == (name.lowercased() == lower),
+                        "\(name) vs \(lower)")
+            }
+        }
     }
 
     @Test(arguments: cases) func matrix(_ c: Case) throws {
