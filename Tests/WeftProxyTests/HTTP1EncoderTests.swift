@@ -108,6 +108,24 @@ struct HTTP1EncoderTests {
         }
     }
 
+    /// The router leaves out the end of a request whose encoder would write nothing for it; the
+    /// encoder says a request is chunked exactly when its end writes bytes.
+    @Test func anEndWritesBytesExactlyWhenTheEncoderSaysTheRequestIsChunked() throws {
+        for (name, parts) in Self.requests {
+            for trailers in [nil, HTTPHeaders([("x-checksum", "1")])] {
+                let encoder = HTTP1RequestEncoder()
+                let channel = EmbeddedChannel(handler: encoder)
+                defer { _ = try? channel.finish() }
+                try channel.writeOutbound(parts[0])
+                while try channel.readOutbound(as: IOData.self) != nil {}
+                try channel.writeOutbound(HTTPClientRequestPart.end(trailers))
+                var wrote = 0
+                while let data = try channel.readOutbound(as: IOData.self) { wrote += data.readableBytes }
+                #expect((wrote > 0) == encoder.isChunked, "\(name), trailers \(trailers.map { "\($0)" } ?? "none")")
+            }
+        }
+    }
+
     /// The upstream's response decoder learns the method from the request parts written through
     /// it: the answer to a HEAD ends after its head, whatever its content-length says.
     @Test func theAnswerToAHeadRequestEndsAfterItsHead() throws {

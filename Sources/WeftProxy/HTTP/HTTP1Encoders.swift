@@ -15,7 +15,8 @@ public final class HTTP1RequestEncoder: ChannelOutboundHandler, RemovableChannel
     public typealias OutboundIn = HTTPClientRequestPart
     public typealias OutboundOut = IOData
 
-    private var isChunked = false
+    /// The request whose head it wrote last is chunked: only then does its end write anything.
+    private(set) var isChunked = false
 
     public init() {}
 

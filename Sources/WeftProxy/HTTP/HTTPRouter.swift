@@ -266,7 +266,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         if let upstream = exchange.upstream {
-            upstream.write(Self.clientPart(part), promise: nil)
+            writeUpstream(part, upstream, exchange)
             flushUpstream(upstream)
         } else {
             exchange.buffered.append(part)
@@ -909,13 +909,15 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                     // The stream's codec (H2Upstream.openStream) already speaks HTTP parts.
                     try upstream.pipeline.syncOperations.addHandler(relay)
                 } else {
+                let encoder = HTTP1RequestEncoder()
                 try upstream.pipeline.syncOperations.addHandlers([
                     FlushCoalescer(last: true),
-                    HTTP1RequestEncoder(),
+                    encoder,
                     ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes,
                                                               informationalResponseStrategy: .forward)),
                     relay,
                 ])
+                relay.encoder = encoder
                 }
             } catch {
                 upstream.close(promise: nil)
@@ -935,10 +937,19 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         }
         upstream.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
         for part in exchange.buffered where !(part.isHead) {
-            upstream.write(Self.clientPart(part), promise: nil)
+            writeUpstream(part, upstream, exchange)
         }
         exchange.buffered = []
         flushUpstream(upstream)
+    }
+
+    /// A request's body part or end, to its upstream. The end of a request that is not chunked is
+    /// not written to an HTTP/1 upstream: the encoder writes nothing for it and the response
+    /// decoder watches heads only, so the write would only walk the pipeline, which costs about as
+    /// much as writing the head (callgrind).
+    private func writeUpstream(_ part: HTTPServerRequestPart, _ upstream: any Channel, _ exchange: Exchange) {
+        if case .end = part, let encoder = exchange.relay?.encoder, !encoder.isChunked { return }
+        upstream.write(Self.clientPart(part), promise: nil)
     }
 
     // MARK: responses
@@ -1530,6 +1541,8 @@ final class UpstreamResponseRelay: ChannelInboundHandler, RemovableChannelHandle
         case none
     }
     var binding: Binding = .none
+    /// The encoder of an HTTP/1 upstream (nil: an HTTP/2 stream's codec speaks the parts).
+    var encoder: HTTP1RequestEncoder?
 
     init() {}
 

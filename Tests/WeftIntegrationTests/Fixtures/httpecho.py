@@ -5,7 +5,8 @@
               [--reset-path PREFIX ...] [--delay-path PREFIX --delay-ms MS]
 
 Answers every request with 200 and a JSON body: {"name": NAME, "method": ..., "path": ...,
-"headers": {lower-cased name: value}}; prints {"event": "listening"} once ready.
+"headers": {lower-cased name: value}, "body": the request's body, read by its length or
+chunked}; prints {"event": "listening"} once ready.
 
 Misbehaving on purpose (for retries, timeouts and faults), all off by default:
   --fail-every N        every Nth request received (counting as /__stats does) is answered
@@ -68,6 +69,19 @@ def read_frame(f):
     return opcode, payload
 
 
+def read_chunked(f):
+    """A chunked body (RFC 9112 7.1), its trailers read and dropped."""
+    body = b""
+    while True:
+        size = int(f.readline().split(b";")[0].strip(), 16)
+        if size == 0:
+            while f.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return body
+        body += f.read(size)
+        f.readline()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
@@ -128,8 +142,11 @@ def main():
             if (self.headers.get("upgrade", "").lower() == "websocket"
                     and "upgrade" in self.headers.get("connection", "").lower()):
                 return self.websocket()
-            length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else b""
+            if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                body = read_chunked(self.rfile)
+            else:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
             if self.path == "/__stats" or self.path.startswith("/__stats?"):
                 with lock:
                     snapshot = dict(stats)

@@ -16,7 +16,7 @@ Swift harness can follow a long-running process by reading its output file.
   requests --url URL [--count N] [--method M] [--header "N: V"] [--timeout S]
         [--keep-alive] [--workers W] [--no-redirects] [--tally-header NAME]
         [--tally-echoed NAME] [--timing] [--sequence]
-        [--vary-header "N: PREFIX" --vary-count K]
+        [--vary-header "N: PREFIX" --vary-count K] [--body TEXT [--chunked]]
                                  N requests, each on a fresh connection (urllib, which
                                  follows redirects unless --no-redirects), or with
                                  --keep-alive on one http.client connection per worker
@@ -36,6 +36,10 @@ Swift harness can follow a long-running process by reading its output file.
                                  (numbered in the order requests start) with the value
                                  PREFIX + str(i % K) (K defaults to 10), on top of any
                                  --header; each sequence entry then says it in "sent".
+                                 --body sends TEXT as each request's body, with a
+                                 Content-Length or (--chunked, with --keep-alive) in two
+                                 chunks; "bodies" {"whole","changed": count} says whether
+                                 httpecho echoed it unchanged.
   hold  --host H --port P --duration S
                                  one connection kept open for S seconds, echoing a
                                  line every 0.2 s; prints {"ok":..,"rounds":..}
@@ -396,7 +400,16 @@ def requests_worker(args, count, headers, result, timings, lock, counter=None):
                 if conn is None:
                     conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=args.timeout)
                 try:
-                    conn.request(args.method, path, headers=headers)
+                    if args.body is None:
+                        conn.request(args.method, path, headers=headers)
+                    elif args.chunked:
+                        # Two chunks, so that a body split across writes is what arrives whole.
+                        half = len(args.body) // 2
+                        parts = [args.body[:half].encode(), args.body[half:].encode()]
+                        conn.request(args.method, path, body=iter(parts), encode_chunked=True,
+                                     headers={**headers, "Transfer-Encoding": "chunked"})
+                    else:
+                        conn.request(args.method, path, body=args.body.encode(), headers=headers)
                     resp = conn.getresponse()
                     status, body, rh = resp.status, resp.read().decode(errors="replace"), dict(resp.getheaders())
                     if resp.will_close:
@@ -407,7 +420,8 @@ def requests_worker(args, count, headers, result, timings, lock, counter=None):
                     conn = None
                     raise
             else:
-                req = urllib.request.Request(args.url, headers=headers, method=args.method)
+                req = urllib.request.Request(args.url, headers=headers, method=args.method,
+                                             data=None if args.body is None else args.body.encode())
                 try:
                     with (opener.open(req, timeout=args.timeout) if opener else urllib.request.urlopen(req, timeout=args.timeout)) as resp:
                         status, body, rh = resp.status, resp.read().decode(errors="replace"), dict(resp.headers.items())
@@ -439,6 +453,9 @@ def requests_worker(args, count, headers, result, timings, lock, counter=None):
             result["statuses"][str(status)] = result["statuses"].get(str(status), 0) + 1
             if name:
                 result["names"][name] = result["names"].get(name, 0) + 1
+            if args.body is not None:
+                whole = "whole" if echoed.get("body") == args.body else "changed"
+                result["bodies"][whole] = result["bodies"].get(whole, 0) + 1
             result["samples"].setdefault(str(status), {"body": body[:2000], "headers": lowered})
             for h in args.tally_header:
                 seen = result["header_values"][h.lower()]
@@ -468,6 +485,10 @@ def cmd_requests(args):
         result["header_values"] = {h.lower(): {} for h in args.tally_header}
     if args.tally_echoed:
         result["echoed"] = {h.lower(): {} for h in args.tally_echoed}
+    if args.body is not None:
+        if args.chunked and not args.keep_alive:
+            sys.exit("netprobe requests: --chunked needs --keep-alive")
+        result["bodies"] = {}
     if args.sequence:
         result["sequence"] = []
     headers = dict(h.split(":", 1) for h in args.header)
@@ -765,6 +786,8 @@ def main():
     p.add_argument("--no-redirects", action="store_true")
     p.add_argument("--tally-header", action="append", default=[])
     p.add_argument("--tally-echoed", action="append", default=[])
+    p.add_argument("--body", default=None)
+    p.add_argument("--chunked", action="store_true")
     p.add_argument("--timing", action="store_true")
     p.add_argument("--sequence", action="store_true")
     p.add_argument("--vary-header", default=None)
