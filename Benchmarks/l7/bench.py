@@ -37,7 +37,8 @@ with `perf sched timehist`: how long each proxy, nginx and wrk waited to run onc
 the CPU was idle or busy with another task meanwhile; a table in latest.md), CALLGRIND=1 (both weftds
 under valgrind's callgrind, instrumented only while a Weft path is measured: instructions per
 request from the run's first second on (connections open; requests as each weftd's exporter counted
-them; the agent's periodic work included), which do not move with the machine's noise, and a profile per run,
+them; Swift concurrency's jobs, the agent's periodic work, left out), which do not move with the
+machine's noise, and a profile per run,
 `callgrind_annotate .../callgrind_<path>_c<conns>_r<rep>_weftd-a.out`; the Weft paths' timings and
 CPU figures are then valgrind's, not comparable),
 MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine: they
@@ -180,9 +181,12 @@ class Bench:
             # valgrind 3.19 cannot read the DWARF 5 that Swift 6 emits ("unhandled dwarf2 abbrev form
             # code 0x25", then it gives up on the binary): a copy without debug information, whose
             # symbol table still names every function. Uninstrumented until a measured run.
+            # Swift concurrency's jobs (the agent's reconcile every 500 ms, the control plane's
+            # client) are not counted: their cost is per second, not per request, and under
+            # valgrind a second holds about fifty times fewer requests than at full speed.
             stripped = os.path.join(self.run_dir, 'weftd-nodebug')
             run('strip', '-g', '-o', stripped, WEFTD)
-            self.lab.weftd_launch = ['valgrind', '--tool=callgrind', '--instr-atstart=no',
+            self.lab.weftd_launch = ['valgrind', '--tool=callgrind', '--instr-atstart=no', '--toggle-collect=swift_job_run', '--collect-atstart=yes',
                                      f'--callgrind-out-file={self.run_dir}/callgrind.%p.out', stripped]
         self.procs = self.lab.procs
         self.work = self.lab.work
