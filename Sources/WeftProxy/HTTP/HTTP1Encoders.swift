@@ -21,16 +21,9 @@ public final class HTTP1RequestEncoder: ChannelOutboundHandler, RemovableChannel
     public init() {}
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch self.unwrapOutboundIn(data) {
-        case .head(var head):
+        HTTP1Wire.write(self.unwrapOutboundIn(data), chunked: &self.isChunked, context: context, promise: promise) { head in
             let framing = HTTP1Wire.frame(&head.headers, body: HTTP1Wire.requestBody(head.method), version: head.version)
-            self.isChunked = framing == .chunked
-            let buffer = HTTP1Wire.requestHead(head, allocator: context.channel.allocator)
-            context.write(self.wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
-        case .body(let part):
-            HTTP1Wire.writeChunk(part, chunked: self.isChunked, context: context, promise: promise)
-        case .end(let trailers):
-            HTTP1Wire.writeEnd(trailers, chunked: self.isChunked, context: context, promise: promise)
+            return (framing, HTTP1Wire.requestHead(head, allocator: context.channel.allocator))
         }
     }
 }
@@ -54,16 +47,10 @@ public final class HTTP1ResponseEncoder: ChannelOutboundHandler, RemovableChanne
     public init() {}
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch self.unwrapOutboundIn(data) {
-        case .head(var head):
+        HTTP1Wire.write(self.unwrapOutboundIn(data), chunked: &self.isChunked, context: context, promise: promise) { head in
             let body: HTTP1Wire.Body = head.status.mayHaveResponseBody ? .yes : .no
-            self.isChunked = HTTP1Wire.frame(&head.headers, body: body, version: head.version) == .chunked
-            let buffer = HTTP1Wire.responseHead(head, allocator: context.channel.allocator)
-            context.write(self.wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
-        case .body(let part):
-            HTTP1Wire.writeChunk(part, chunked: self.isChunked, context: context, promise: promise)
-        case .end(let trailers):
-            HTTP1Wire.writeEnd(trailers, chunked: self.isChunked, context: context, promise: promise)
+            let framing = HTTP1Wire.frame(&head.headers, body: body, version: head.version)
+            return (framing, HTTP1Wire.responseHead(head, allocator: context.channel.allocator))
         }
     }
 }
@@ -75,6 +62,23 @@ extension HTTP1ResponseEncoder: Sendable {}
 enum HTTP1Wire {
     enum Body { case no, yes, unlikely }
     enum Framing { case chunked, contentLength, neither }
+
+    /// One part of a message: a head as `encode` frames and serializes it (`chunked` keeps what
+    /// its framing was for the parts after it), a body part, or the end.
+    @inline(__always)
+    static func write<Head: Equatable & Sendable>(_ part: HTTPPart<Head, IOData>, chunked: inout Bool, context: ChannelHandlerContext,
+                            promise: EventLoopPromise<Void>?, head encode: (inout Head) -> (Framing, ByteBuffer)) {
+        switch part {
+        case .head(var head):
+            let (framing, buffer) = encode(&head)
+            chunked = framing == .chunked
+            context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)
+        case .body(let part):
+            writeChunk(part, chunked: chunked, context: context, promise: promise)
+        case .end(let trailers):
+            writeEnd(trailers, chunked: chunked, context: context, promise: promise)
+        }
+    }
 
     /// Which requests carry a body, as NIO's `HTTPMethod.hasRequestBody` has it.
     static func requestBody(_ method: HTTPMethod) -> Body {
