@@ -126,6 +126,45 @@ struct HTTP1EncoderTests {
         }
     }
 
+    /// The answer to a HEAD keeps a GET's framing headers, but nothing follows its head: as NIO's
+    /// server pipeline (which sees the request) writes it.
+    @Test func theAnswerToAHeadIsWrittenAsNIOsServerPipelineWritesItWithNothingAfterItsHead() throws {
+        for headers in [HTTPHeaders([("server", "x")]), HTTPHeaders([("content-length", "10")]),
+                        HTTPHeaders([("transfer-encoding", "chunked")])] {
+            let parts: [HTTPServerResponsePart] = [.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)), .end(nil)]
+
+            let nio = EmbeddedChannel()
+            defer { _ = try? nio.finish() }
+            try nio.pipeline.syncOperations.configureHTTPServerPipeline()
+            try nio.writeInbound(ByteBuffer(string: "HEAD / HTTP/1.1\r\nhost: a\r\n\r\n"))
+            for part in parts { try nio.writeOutbound(part) }
+            var expected: [UInt8] = []
+            while let data = try nio.readOutbound(as: IOData.self) {
+                guard case .byteBuffer(let b) = data else { continue }
+                expected += b.readableBytesView
+            }
+
+            let encoder = HTTP1ResponseEncoder()
+            encoder.answersHead = true
+            let ours = try Self.encoded(parts, by: encoder)
+            #expect(String(decoding: ours, as: UTF8.self) == String(decoding: expected, as: UTF8.self), "\(headers)")
+            // The head alone: its empty line is the last thing written.
+            let text = String(decoding: ours, as: UTF8.self)
+            #expect(text.hasSuffix("\r\n\r\n") && text.components(separatedBy: "\r\n\r\n").count == 2, "\(text)")
+        }
+        // A body for a HEAD's answer is refused, not written.
+        let encoder = HTTP1ResponseEncoder()
+        encoder.answersHead = true
+        let channel = EmbeddedChannel(handler: encoder)
+        defer { _ = try? channel.finish() }
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+        while try channel.readOutbound(as: IOData.self) != nil {}
+        let refused = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "x"))), promise: refused)
+        #expect(throws: NIOHTTPResponseEncoderError.self) { try refused.futureResult.wait() }
+        #expect(try channel.readOutbound(as: IOData.self) == nil)
+    }
+
     /// The upstream's response decoder learns the method from the request parts written through
     /// it: the answer to a HEAD ends after its head, whatever its content-length says.
     @Test func theAnswerToAHeadRequestEndsAfterItsHead() throws {

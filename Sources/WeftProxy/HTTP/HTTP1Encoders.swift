@@ -31,26 +31,37 @@ public final class HTTP1RequestEncoder: ChannelOutboundHandler, RemovableChannel
 @available(*, unavailable)
 extension HTTP1RequestEncoder: Sendable {}
 
-/// Writes HTTP/1.x responses as NIO's `HTTPResponseEncoder` does when it is added to a pipeline
-/// directly (not through `configureHTTPServerPipeline`), in one pass per head: see
-/// `HTTP1RequestEncoder`.
+/// Writes HTTP/1.x responses as NIO's `HTTPResponseEncoder` does in the pipeline of
+/// `configureHTTPServerPipeline`, in one pass per head: see `HTTP1RequestEncoder`.
 ///
-/// Like NIO's encoder used that way, it frames a response by its status alone; the router never
-/// hands it a body for a HEAD request, because the upstream's decoder knew the method and ended
-/// that response after its head.
+/// The answer to a HEAD request keeps the framing headers a GET's would have (RFC 9110 9.3.2),
+/// but nothing follows its head: no body, and no last chunk even when the head says chunked. The
+/// router says which answers those are (`answersHead`). Without it, an upstream's HEAD answer with
+/// no Content-Length went out with `Transfer-Encoding: chunked` and then `0\r\n\r\n`, which the
+/// client, knowing there is no body, read as the start of the next response.
 public final class HTTP1ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     public typealias OutboundIn = HTTPServerResponsePart
     public typealias OutboundOut = IOData
 
     private var isChunked = false
+    /// The response being written answers a HEAD request.
+    var answersHead = false
 
     public init() {}
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        HTTP1Wire.write(self.unwrapOutboundIn(data), chunked: &self.isChunked, context: context, promise: promise) { head in
+        let part = self.unwrapOutboundIn(data)
+        if answersHead, case .body = part {
+            // NIO's encoder refuses it too: the bytes would be read as the next response.
+            promise?.fail(NIOHTTPResponseEncoderError.responseBodyNotAllowed)
+            return
+        }
+        let answersHead = self.answersHead
+        HTTP1Wire.write(part, chunked: &self.isChunked, context: context, promise: promise) { head in
             let body: HTTP1Wire.Body = head.status.mayHaveResponseBody ? .yes : .no
             let framing = HTTP1Wire.frame(&head.headers, body: body, version: head.version)
-            return (framing, HTTP1Wire.responseHead(head, allocator: context.channel.allocator))
+            return (answersHead && framing == .chunked ? .neither : framing,
+                    HTTP1Wire.responseHead(head, allocator: context.channel.allocator))
         }
     }
 }

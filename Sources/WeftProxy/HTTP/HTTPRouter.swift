@@ -49,6 +49,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
     private var inReadCycle = false
     private var pendingFlush: (any Channel)?
     private var requestIDs = RequestIDGenerator()
+    private var responseEncoder: HTTP1ResponseEncoder?
     /// Telemetry labels of this client's requests, built once rather than per request.
     private var labels = LabelCache()
 
@@ -181,6 +182,9 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // HTTP/1 clients' connections: the encoder is told which answers are a HEAD's. (An HTTP/2
+        // stream's codec frames those itself.)
+        responseEncoder = try? context.pipeline.syncOperations.handler(type: HTTP1ResponseEncoder.self)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -964,6 +968,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 // comes, and the final response still to come.
                 exchange.informationalPending = true
                 let info = HTTPResponseHead(version: .http1_1, status: head.status, headers: Self.forwardable(head.headers))
+                responseEncoder?.answersHead = exchange.method == "HEAD"
                 context.writeAndFlush(wrapOutboundOut(.head(info)), promise: nil)
                 return
             }
@@ -983,6 +988,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 let out = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
                 exchange.responseCode = 101
                 exchange.responseBytes = Self.size(of: out)
+                responseEncoder?.answersHead = exchange.method == "HEAD"
                 context.writeAndFlush(wrapOutboundOut(.head(out)), promise: nil)
                 // The relay takes over once the response decoder has let go of the 101 (its end).
                 let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -1028,6 +1034,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             let out = HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
             exchange.responseCode = Int(head.status.code)
             exchange.responseBytes = Self.size(of: out)
+            responseEncoder?.answersHead = exchange.method == "HEAD"
             context.write(wrapOutboundOut(.head(out)), promise: nil)
         case .body(let buffer):
             guard !exchange.switching else { return }
@@ -1124,6 +1131,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.keepAlive = false
         }
         let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
+        responseEncoder?.answersHead = exchange.method == "HEAD"
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)

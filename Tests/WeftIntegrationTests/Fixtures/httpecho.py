@@ -4,7 +4,7 @@
   httpecho.py --port P --name NAME [--fail-every N] [--fail-path PREFIX ...]
               [--reset-path PREFIX ...] [--delay-path PREFIX --delay-ms MS]
 
-Answers every request with 200 and a JSON body: {"name": NAME, "method": ..., "path": ...,
+Answers every request (but HEAD: its head alone, without Content-Length) with 200 and a JSON body: {"name": NAME, "method": ..., "path": ...,
 "headers": {lower-cased name: value}, "body": the request's body, read by its length or
 chunked}; prints {"event": "listening"} once ready.
 
@@ -182,6 +182,16 @@ def main():
                             "headers": headers, "body": body.decode(errors="replace")})
 
         do_GET = do_POST = do_PUT = do_DELETE = answer
+
+        def do_HEAD(self):
+            # As many servers answer HEAD: the GET's headers, no Content-Length, no body
+            # (RFC 9110 9.3.2 allows leaving it out). Keep-alive holds: the client knows
+            # the answer to a HEAD ends with its head.
+            with lock:
+                stats["count"] += 1
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
 
         def log_message(self, *args):
             pass

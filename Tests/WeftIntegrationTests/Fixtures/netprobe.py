@@ -61,6 +61,10 @@ Swift harness can follow a long-running process by reading its output file.
                                  prints {"responses":[{"status","body","content_type",
                                  "local_port","will_close","error"}, ...]}: equal local
                                  ports mean one connection carried both requests.
+  raw --host H --port P --send TEXT [--send ...] [--quiet 0.5]
+                                 each TEXT (with \\r\\n escapes) sent on one connection and
+                                 what came back until --quiet seconds of silence; prints
+                                 {"received": [text, ...]}: the bytes as written.
   websocket --url http://HOST[:PORT]/PATH [--messages N]
                                  a WebSocket client (RFC 6455): the upgrade request and
                                  its first message in one write (bytes after the request
@@ -614,6 +618,28 @@ def cmd_session(args):
     emit({"responses": responses})
 
 
+def cmd_raw(args):
+    """Sends each --send (Python escapes: \\r\\n) on one connection and collects whatever arrives
+    until nothing has for --quiet seconds: the bytes as the server wrote them, which an HTTP
+    client library would parse (and tidy) away."""
+    received = []
+    with socket.create_connection((args.host, args.port), timeout=args.timeout) as sock:
+        for text in args.send:
+            sock.sendall(text.encode().decode("unicode_escape").encode("latin-1"))
+            got = b""
+            sock.settimeout(args.quiet)
+            try:
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            except socket.timeout:
+                pass
+            received.append(got.decode("latin-1"))
+    emit({"received": received})
+
+
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
@@ -817,6 +843,13 @@ def main():
     p.add_argument("--header", action="append", default=[])
     p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(func=cmd_session)
+    p = sub.add_parser("raw")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--send", action="append", required=True)
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--quiet", type=float, default=0.5)
+    p.set_defaults(func=cmd_raw)
 
     p = sub.add_parser("tls")
     p.add_argument("--host", required=True)
