@@ -108,6 +108,27 @@ struct HTTP1EncoderTests {
         }
     }
 
+    /// `istio_request_bytes` and `istio_response_bytes` count a head as the bytes written for it.
+    @Test func theSizeCountedForAHeadIsTheNumberOfBytesWrittenForIt() {
+        let allocator = ByteBufferAllocator()
+        for (name, parts) in Self.requests {
+            for case .head(let head) in parts {
+                #expect(HTTP1Wire.size(of: head) == HTTP1Wire.requestHead(head, allocator: allocator).readableBytes, "\(name)")
+            }
+        }
+        let statuses: [HTTPResponseStatus] = [.ok, .notFound, .custom(code: 1000, reasonPhrase: "Far Out"),
+                                              .custom(code: 7, reasonPhrase: "x"), .custom(code: 299, reasonPhrase: "")]
+        for status in statuses {
+            for version in [HTTPVersion.http1_1, .http1_0, HTTPVersion(major: 2, minor: 0), HTTPVersion(major: 10, minor: 12)] {
+                for headers in [HTTPHeaders(), HTTPHeaders(Self.manyHeaders)] {
+                    let head = HTTPResponseHead(version: version, status: status, headers: headers)
+                    #expect(HTTP1Wire.size(of: head) == HTTP1Wire.responseHead(head, allocator: allocator).readableBytes,
+                            "\(status) \(version)")
+                }
+            }
+        }
+    }
+
     /// The router leaves out the end of a request whose encoder would write nothing for it; the
     /// encoder says a request is chunked exactly when its end writes bytes.
     @Test func anEndWritesBytesExactlyWhenTheEncoderSaysTheRequestIsChunked() throws {

@@ -234,18 +234,10 @@ extension AuthorizationPolicySpec.Condition {
     /// Whether header `name`, lowered, is `lower`: ASCII byte by byte (header names are tokens),
     /// anything else through `lowercased()`, as Istio lowers both.
     static func sameHeaderName(_ name: String, _ lower: String) -> Bool {
-        var a = name.utf8.makeIterator(), b = lower.utf8.makeIterator()
-        while true {
-            switch (a.next(), b.next()) {
-            case (nil, nil): return true
-            case (let x?, let y?) where x < 0x80 && y < 0x80:
-                let lowered = x >= UInt8(ascii: "A") && x <= UInt8(ascii: "Z") ? x | 0x20 : x
-                if lowered != y { return false }
-            case (let x?, _) where x >= 0x80: return name.lowercased() == lower
-            case (_, let y?) where y >= 0x80: return name.lowercased() == lower
-            default: return false
-            }
-        }
+        if name.equalsIgnoringASCIICase(lower) { return true }
+        // Unicode lowering can change a name's length, so a miss is final only for ASCII names.
+        let ascii = name.utf8.allSatisfy { (b: UInt8) -> Bool in b < 0x80 }
+        return !ascii && name.lowercased() == lower
     }
 
     func matches(_ r: AuthorizationRequest, policyNamespace: String) -> Bool {

@@ -11,16 +11,16 @@ import NIOHTTP1
 ///
 /// It takes the same `HTTPClientRequestPart`s, so `ByteToMessageHandler<HTTPResponseDecoder>` still
 /// sees each request go out before it is encoded, and knows that the answer to a HEAD has no body.
-public final class HTTP1RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
-    public typealias OutboundIn = HTTPClientRequestPart
-    public typealias OutboundOut = IOData
+final class HTTP1RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = IOData
 
     /// The request whose head it wrote last is chunked: only then does its end write anything.
     private(set) var isChunked = false
 
-    public init() {}
+    init() {}
 
-    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         HTTP1Wire.write(self.unwrapOutboundIn(data), chunked: &self.isChunked, context: context, promise: promise) { head in
             let framing = HTTP1Wire.frame(&head.headers, body: HTTP1Wire.requestBody(head.method), version: head.version)
             return (framing, HTTP1Wire.requestHead(head, allocator: context.channel.allocator))
@@ -39,17 +39,17 @@ extension HTTP1RequestEncoder: Sendable {}
 /// router says which answers those are (`answersHead`). Without it, an upstream's HEAD answer with
 /// no Content-Length went out with `Transfer-Encoding: chunked` and then `0\r\n\r\n`, which the
 /// client, knowing there is no body, read as the start of the next response.
-public final class HTTP1ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
-    public typealias OutboundIn = HTTPServerResponsePart
-    public typealias OutboundOut = IOData
+final class HTTP1ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = IOData
 
     private var isChunked = false
     /// The response being written answers a HEAD request.
     var answersHead = false
 
-    public init() {}
+    init() {}
 
-    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let part = self.unwrapOutboundIn(data)
         if answersHead, case .body = part {
             // NIO's encoder refuses it too: the bytes would be read as the next response.
@@ -130,7 +130,7 @@ enum HTTP1Wire {
     static func requestHead(_ head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ByteBuffer {
         let method = head.method.rawValue
         let version = Self.version(head.version)
-        let size = method.utf8.count + 1 + head.uri.utf8.count + 1 + version.utf8.count + 2 + Self.size(of: head.headers)
+        let size = Self.size(of: head)
         var buffer = allocator.buffer(capacity: size)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
             var at = put(method, out, 0)
@@ -148,7 +148,7 @@ enum HTTP1Wire {
         let version = Self.version(head.version)
         let code = head.status.code
         let reason = head.status.reasonPhrase
-        let size = version.utf8.count + 1 + digits(code) + 1 + reason.utf8.count + 2 + Self.size(of: head.headers)
+        let size = Self.size(of: head)
         var buffer = allocator.buffer(capacity: size)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
             var at = put(version, out, 0)
@@ -216,6 +216,25 @@ enum HTTP1Wire {
         case (1, 1): "HTTP/1.1"
         case (1, 0): "HTTP/1.0"
         default: "HTTP/\(version.major).\(version.minor)"
+        }
+    }
+
+    /// Bytes of a request head on the wire: request line, header lines and the empty line after
+    /// them. The router counts heads this way for `istio_request_bytes`.
+    static func size(of head: HTTPRequestHead) -> Int {
+        head.method.rawValue.utf8.count + 1 + head.uri.utf8.count + 1 + size(of: head.version) + 2 + size(of: head.headers)
+    }
+
+    /// Bytes of a response head on the wire, as for a request's (`istio_response_bytes`).
+    static func size(of head: HTTPResponseHead) -> Int {
+        size(of: head.version) + 1 + digits(head.status.code) + 1 + head.status.reasonPhrase.utf8.count + 2 + size(of: head.headers)
+    }
+
+    /// Without building the string: HTTP/2 streams' heads (version 2.0) are counted too.
+    private static func size(of version: HTTPVersion) -> Int {
+        switch (version.major, version.minor) {
+        case (0...9, 0...9): 8
+        default: Self.version(version).utf8.count
         }
     }
 

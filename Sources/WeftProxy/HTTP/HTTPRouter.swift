@@ -282,8 +282,10 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         let exchange = Exchange(keepAlive: downstreamIsStream || head.isKeepAlive)
         current = exchange
         exchange.method = head.method.rawValue
+        // Every answer written from here on, 1xx and local replies too, is this request's.
+        responseEncoder?.answersHead = head.method == .HEAD
         exchange.path = head.uri
-        exchange.requestBytes = Self.size(of: head)
+        exchange.requestBytes = HTTP1Wire.size(of: head)
         // One pass over the headers: the list (for validation, routing and policies)
         // and the first value of each header read here, as `first(name:)` gives it.
         var headers: [(name: String, value: String)] = []
@@ -882,15 +884,6 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         exchange.spans = []
     }
 
-    /// Request line or status line and headers, as sent on the wire.
-    static func size(of head: HTTPRequestHead) -> Int {
-        head.headers.reduce(head.method.rawValue.utf8.count + head.uri.utf8.count + 12) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 2
-    }
-
-    static func size(of head: HTTPResponseHead) -> Int {
-        head.headers.reduce(head.status.reasonPhrase.utf8.count + 15) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 2
-    }
-
     private func attach(_ upstream: any Channel, exchange: Exchange, head: HTTPRequestHead, key: UpstreamKey, reusing: IdleUpstream? = nil) {
         guard let context else {
             upstream.close(promise: nil)
@@ -968,7 +961,6 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 // comes, and the final response still to come.
                 exchange.informationalPending = true
                 let info = HTTPResponseHead(version: .http1_1, status: head.status, headers: Self.forwardable(head.headers))
-                responseEncoder?.answersHead = exchange.method == "HEAD"
                 context.writeAndFlush(wrapOutboundOut(.head(info)), promise: nil)
                 return
             }
@@ -987,8 +979,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
                 for m in exchange.responseFilters { Self.apply(m, to: &headers) }
                 let out = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
                 exchange.responseCode = 101
-                exchange.responseBytes = Self.size(of: out)
-                responseEncoder?.answersHead = exchange.method == "HEAD"
+                exchange.responseBytes = HTTP1Wire.size(of: out)
                 context.writeAndFlush(wrapOutboundOut(.head(out)), promise: nil)
                 // The relay takes over once the response decoder has let go of the 101 (its end).
                 let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -1033,8 +1024,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             // decoded part still shares) would copy it first.
             let out = HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
             exchange.responseCode = Int(head.status.code)
-            exchange.responseBytes = Self.size(of: out)
-            responseEncoder?.answersHead = exchange.method == "HEAD"
+            exchange.responseBytes = HTTP1Wire.size(of: out)
             context.write(wrapOutboundOut(.head(out)), promise: nil)
         case .body(let buffer):
             guard !exchange.switching else { return }
@@ -1131,12 +1121,11 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.keepAlive = false
         }
         let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
-        responseEncoder?.answersHead = exchange.method == "HEAD"
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         exchange.responseCode = Int(status.code)
-        exchange.responseBytes = Self.size(of: head) + body.utf8.count
+        exchange.responseBytes = HTTP1Wire.size(of: head) + body.utf8.count
         report(exchange, flags: flag.isEmpty ? "-" : flag)
         finish(exchange)
     }
@@ -1212,6 +1201,7 @@ final class HTTPRouter: ChannelDuplexHandler, RemovableChannelHandler {
         if error is HTTPParserError, current == nil {
             let e = Exchange(keepAlive: false)
             current = e
+            responseEncoder?.answersHead = false
             reply(e, .badRequest, flag: nil, body: "malformed HTTP request\n", close: true)
             return
         }
