@@ -36,13 +36,22 @@ final class MeshFabric: @unchecked Sendable {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("weft-it-fabric-\(id)")
     }
 
+    /// The bridge's own MAC address, set rather than left to the kernel. A
+    /// bridge without one takes the lowest MAC of its ports and changes it as
+    /// ports join: a node that had resolved the gateway (weft-control) to the
+    /// bridge's MAC while that was another node's port then sends to an
+    /// address the bridge still takes in but marks as for another host, and
+    /// IP drops it. Its connections to weft-control fail until its ARP entry
+    /// expires, tens of seconds later: a node joined, then heard nothing more.
+    static let bridgeMAC = "02:00:c6:12:01:fe"
+
     static func address(ofNode index: Int) -> String { "198.18.1.\(index + 1)" }
 
     func setUp() throws {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try Command.check(["ip", "netns", "add", netns])
         created = true
-        for args in [["link", "set", "lo", "up"], ["link", "add", "br0", "type", "bridge"],
+        for args in [["link", "set", "lo", "up"], ["link", "add", "br0", "address", Self.bridgeMAC, "type", "bridge"],
                      ["addr", "add", "\(Self.gateway)/24", "dev", "br0"], ["link", "set", "br0", "up"]] {
             try Command.check(["ip", "-n", netns] + args)
         }
