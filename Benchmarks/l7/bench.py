@@ -599,6 +599,9 @@ def sliced(b, rep, conns, order):
         k = s % len(order)
         for path in order[k:] + order[:k]:
             slices[path].append(b.wrk(path, conns, SLICE, raw=f'{b.run_dir}/wrk_{path}_c{conns}_r{rep}_s{s}.txt', histogram=True))
+    # The waits were the rounds', shared by every path.
+    busy = [x for _, x in waits if x is not None]
+    waited = round(sum(w for w, _ in waits), 1)
     for path in order:
         raw = f'{b.run_dir}/wrk_{path}_c{conns}_r{rep}.txt'
         with open(raw, 'w') as out:
@@ -608,8 +611,7 @@ def sliced(b, rep, conns, order):
                 os.remove(part)
         d = merge_wrk(slices[path], per_request=('cpu_us', 'nginx_us'),
                       added=tuple(k for k in ('streams', 'local_upstreams') if k in slices[path][0]))
-        busy = [x for _, x in waits if x is not None]
-        d.update(path=path, conns=conns, rep=rep, waited_s=round(sum(w for w, _ in waits), 1), busy_at_start=max(busy) if busy else None)
+        d.update(path=path, conns=conns, rep=rep, waited_s=waited, busy_at_start=max(busy) if busy else None)
         yield d
 
 

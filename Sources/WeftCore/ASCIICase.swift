@@ -1,6 +1,6 @@
 extension String {
-    /// ASCII case-insensitive equality (header names), without allocating.
-    /// `lower` must be lower-case already when it is a literal name.
+    /// ASCII case-insensitive equality (header names), without allocating: both
+    /// sides are lowered byte by byte, bytes from 0x80 up compared as they are.
     public func equalsIgnoringASCIICase(_ other: String) -> Bool {
         let a = utf8, b = other.utf8
         guard a.count == b.count else { return false }
